@@ -1,0 +1,54 @@
+"""Process settings, read from the environment (prefix ORCHESTRATOR_) and CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/orchestrator.db"
+
+
+class Settings(BaseSettings):
+    """Everything one orchestrator process needs to know at start."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    agents_dir: Path = Path("agents")
+    database_url: str = DEFAULT_DATABASE_URL
+    var_dir: Path = Path("var")
+    admin_token: SecretStr | None = None
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list[SecretStr])
+    # Recorder: rows are written in batches of at most this many, at least this often.
+    recorder_batch_size: int = 500
+    recorder_flush_interval_s: float = 0.2
+    # MCP pool
+    mcp_connect_timeout_s: float = 20.0
+    mcp_default_call_timeout_s: float = 10.0
+    # Realtime
+    upstream_connect_timeout_s: float = 10.0
+    max_client_frame_bytes: int = 16 * 1024 * 1024
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    def resolved_database_url(self) -> str:
+        """The database URL with a relative SQLite path made absolute and its folder created."""
+        prefix = "sqlite+aiosqlite:///"
+        if self.database_url.startswith(prefix):
+            raw = self.database_url[len(prefix):]
+            if raw and raw != ":memory:" and not raw.startswith("/"):
+                path = Path(raw).resolve()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                return prefix + str(path)
+            if raw.startswith("/"):
+                Path(raw).parent.mkdir(parents=True, exist_ok=True)
+        return self.database_url
