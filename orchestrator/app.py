@@ -1,0 +1,113 @@
+"""The composition root: `create_app(settings)` and the lifespan that builds and stops the
+registry, the MCP pool, the database and the recorder."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from orchestrator.admin.routes import router as admin_router
+from orchestrator.agents.loader import check_tools
+from orchestrator.agents.registry import Registry
+from orchestrator.config import Settings
+from orchestrator.realtime.gateway import router as realtime_router
+from orchestrator.services import Services
+from orchestrator.store.db import create_engine, upgrade
+from orchestrator.store.recorder import SqlRecorder
+from orchestrator.store.versions import ensure_agent_version
+from orchestrator.tools.mcp_pool import McpPool
+
+log = logging.getLogger("orchestrator")
+
+
+def admin_token(settings: Settings) -> str:
+    """The configured admin token, or the one generated once and kept under `var/`."""
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value()
+    path = Path(settings.var_dir) / "admin_token"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = "orch-admin-" + secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
+
+
+async def start_services(settings: Settings) -> Services:
+    """Build everything a process serves with; problems in agent files are logged, not fatal."""
+    registry = Registry(settings.agents_dir)
+    for problem in registry.load():
+        log.error("%s", problem)
+    url = settings.resolved_database_url()
+    await upgrade(url)
+    engine = create_engine(url)
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    for name, loaded in registry.agents.items():
+        version = await ensure_agent_version(sessionmaker, name, loaded.sha256, loaded.definition)
+        registry.set_version(name, loaded.sha256, version)
+    pool = McpPool(registry.servers, connect_timeout_s=settings.mcp_connect_timeout_s,
+                   default_call_timeout_s=settings.mcp_default_call_timeout_s)
+    await pool.start()
+    for status in pool.status():
+        if not status.connected:
+            log.error("MCP server %r is not available: %s", status.name, status.last_error)
+    tools = {s.name: pool.tools(s.name) for s in pool.status() if s.connected}
+    for problem in check_tools(registry.agent_set, tools):
+        log.error("%s", problem)
+    recorder = SqlRecorder(engine, batch_size=settings.recorder_batch_size,
+                           flush_interval_s=settings.recorder_flush_interval_s)
+    await recorder.start()
+    return Services(
+        settings=settings, registry=registry, pool=pool, engine=engine,
+        sessionmaker=sessionmaker, recorder=recorder, admin_token=admin_token(settings),
+        api_keys=frozenset(k.get_secret_value() for k in settings.api_keys),
+    )
+
+
+async def stop_services(services: Services) -> None:
+    """Drain the recorder, stop MCP servers, close the database."""
+    try:
+        await services.recorder.aclose()
+    finally:
+        try:
+            await services.pool.aclose()
+        finally:
+            await services.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app for `settings` (read from the environment when omitted)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await start_services(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await stop_services(services)
+
+    app = FastAPI(title="orchestrator", version="0.1.0", lifespan=lifespan)
+    app.include_router(realtime_router)
+    app.include_router(admin_router)
+
+    @app.get("/healthz", include_in_schema=True)
+    async def healthz() -> JSONResponse:  # pyright: ignore[reportUnusedFunction]
+        services: Services = app.state.services
+        servers = {s.name: s.connected for s in services.pool.status()}
+        return JSONResponse({
+            "status": "ok", "agents": sorted(services.registry.names()),
+            "mcp_servers": servers, "live_sessions": len(services.live_sessions),
+            "recorder_queue": services.recorder.queue_depth,
+        })
+
+    return app

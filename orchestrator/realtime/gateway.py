@@ -1,0 +1,137 @@
+"""The `/v1/realtime` WebSocket endpoint: authentication, agent selection, one session per
+connection (design §4.3)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketState
+
+from orchestrator.errors import UpstreamError
+from orchestrator.realtime import protocol
+from orchestrator.realtime.calls import ToolEvents
+from orchestrator.realtime.session import RealtimeSession, SessionDeps, SessionEnd
+from orchestrator.services import Services
+from orchestrator.upstream.factory import open_upstream
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+_SUBPROTOCOL_KEY = "openai-insecure-api-key."
+
+
+def bearer_key(headers: Any, subprotocols: Iterable[str]) -> str | None:
+    """The key a client presents: `Authorization: Bearer`, or the browser subprotocol form."""
+    auth = headers.get("authorization")
+    if isinstance(auth, str) and auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    for proto in subprotocols:
+        if proto.startswith(_SUBPROTOCOL_KEY):
+            return proto[len(_SUBPROTOCOL_KEY):]
+    return None
+
+
+def key_allowed(services: Services, key: str | None) -> bool:
+    """True if `key` is the admin token or a configured API key (timing-safe comparisons)."""
+    if not key:
+        return False
+    candidates = [services.admin_token, *services.api_keys]
+    matched = False
+    for candidate in candidates:
+        if candidate and hmac.compare_digest(candidate.encode(), key.encode()):
+            matched = True
+    return matched
+
+
+class _Client:
+    """The session's view of the client socket."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    async def send(self, frame: str) -> None:
+        try:
+            await self.websocket.send_text(frame)
+        except Exception as exc:  # the client went away; the session ends
+            raise SessionEnd("completed", "client_closed") from exc
+
+    async def frames(self) -> AsyncIterator[str | bytes]:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is not None:
+                yield text
+            else:
+                data = message.get("bytes")
+                if data is not None:
+                    yield data
+
+
+@router.websocket("/v1/realtime")
+async def realtime(websocket: WebSocket) -> None:
+    """One realtime conversation with the agent named by `model=` (or `agent=`)."""
+    services: Services = websocket.app.state.services
+    offered = list(websocket.scope.get("subprotocols") or [])
+    if not key_allowed(services, bearer_key(websocket.headers, offered)):
+        await websocket.close(code=1008, reason="invalid or missing API key")
+        return
+    await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
+    await _serve(websocket, services)
+    if websocket.application_state != WebSocketState.DISCONNECTED and \
+            websocket.client_state != WebSocketState.DISCONNECTED:
+        try:
+            await websocket.close(code=1000)
+        except Exception:  # already closing from the other side
+            log.debug("close after session end failed", exc_info=True)
+
+
+async def _refuse(websocket: WebSocket, message: str, code: str, close_code: int) -> None:
+    await websocket.send_text(protocol.error_event(message, code=code))
+    await websocket.close(code=close_code, reason=code)
+
+
+async def _serve(websocket: WebSocket, services: Services) -> None:
+    params = websocket.query_params
+    name = params.get("model") or params.get("agent") or ""
+    loaded = services.registry.get(name)
+    if loaded is None:
+        known = ", ".join(sorted(services.registry.names()))
+        await _refuse(websocket, f"Unknown agent {name!r}. Known agents: {known}.",
+                      "model_not_found", 1008)
+        return
+    mode = params.get("tool_events") or loaded.spec.tool_events
+    if mode not in ("mcp", "none"):
+        await _refuse(websocket, "tool_events must be `mcp` or `none`.", "invalid_value", 1008)
+        return
+    tool_events: ToolEvents = "mcp" if mode == "mcp" else "none"
+    settings = services.settings
+    try:
+        upstream = await open_upstream(loaded.spec, connect_timeout_s=settings.upstream_connect_timeout_s)
+    except UpstreamError as exc:
+        await _refuse(websocket, f"Could not reach the model: {exc}", "upstream_unavailable", 1011)
+        return
+    client = _Client(websocket)
+    session = RealtimeSession(
+        deps=SessionDeps(services.registry, services.pool, services.recorder, settings),
+        agent=loaded, agent_version=services.registry.version(name), upstream=upstream,
+        client=client, tool_events=tool_events, client_info=_client_info(websocket),
+    )
+    services.live_sessions.add(session)
+    try:
+        await session.run(client.frames())
+    finally:
+        services.live_sessions.discard(session)
+
+
+def _client_info(websocket: WebSocket) -> dict[str, Any]:
+    client = websocket.client
+    return {
+        "remote": f"{client.host}:{client.port}" if client else None,
+        "user_agent": websocket.headers.get("user-agent"),
+    }

@@ -1,0 +1,349 @@
+"""One realtime connection: the relay between a client and its upstream model session.
+
+Frames are relayed untouched in both directions; the session parses only what it acts on:
+server-run tool calls (executed here, shown as `mcp_call` items), session updates (merged
+under the agent's policy), response bookkeeping (one `response.create` in flight) and the
+audit record (handed to the recorder, never awaited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from orchestrator.agents.loader import LoadedAgent
+from orchestrator.agents.registry import Registry
+from orchestrator.config import Settings
+from orchestrator.errors import ProtocolError, UpstreamError
+from orchestrator.realtime import protocol
+from orchestrator.realtime.calls import Presenter, ToolEvents
+from orchestrator.realtime.outbox import Outbox
+from orchestrator.realtime.policy import agent_session, client_view, merge_client_update
+from orchestrator.realtime.protocol import JsonObject
+from orchestrator.realtime.recording import SessionRecording
+from orchestrator.realtime.turns import TurnTools
+from orchestrator.store.records import Recorder
+from orchestrator.tools.mcp_pool import McpPool
+from orchestrator.upstream.base import Upstream, UpstreamClosed
+
+log = logging.getLogger(__name__)
+
+# Output deltas forwarded without decoding (they never concern server-run calls).
+_PASSTHROUGH_OUTPUT = frozenset({
+    "response.output_audio.delta",
+    "response.output_audio_transcript.delta",
+    "response.output_text.delta",
+})
+
+
+class ClientSink(Protocol):
+    """Where frames for the client go."""
+
+    async def send(self, frame: str) -> None:
+        """Send one text frame; raises SessionEnd once the client is gone."""
+        ...
+
+
+class SessionEnd(Exception):
+    """Raised by a pump when the conversation is over."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDeps:
+    """The process-wide parts a session uses."""
+
+    registry: Registry
+    pool: McpPool
+    recorder: Recorder
+    settings: Settings
+
+
+@dataclass(slots=True)
+class _PendingUpdate:
+    owner: str  # "init" | "client" | "handoff"
+    event_id: str
+    session: JsonObject = field(default_factory=dict[str, Any])
+
+
+class RealtimeSession:
+    """Relays one client connection to one upstream session (see module docstring)."""
+
+    def __init__(
+        self, *, deps: SessionDeps, agent: LoadedAgent, agent_version: int | None,
+        upstream: Upstream, client: ClientSink, tool_events: ToolEvents,
+        client_info: dict[str, Any] | None = None,
+    ) -> None:
+        self.conversation_id = protocol.new_id("conv")
+        self.deps = deps
+        self.upstream = upstream
+        self.outbox = Outbox(client.send)
+        self.rec = SessionRecording(deps.recorder, self.conversation_id)
+        self.tools = TurnTools(self, Presenter(tool_events), agent)
+        self._agent_version = agent_version
+        self._client_info = dict(client_info or {}, tool_events=tool_events)
+        self._pending_updates: deque[_PendingUpdate] = deque()
+        self._internal_events: dict[str, _PendingUpdate | None] = {}
+        self._early: list[str] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self.end_status = "completed"
+        self.end_reason = "client_closed"
+
+    @property
+    def agent(self) -> LoadedAgent:
+        """The agent currently answering (changes on a handoff)."""
+        return self.tools.agent
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, client_frames: AsyncIterator[str | bytes]) -> None:
+        """Run until the client or the upstream ends; record the outcome."""
+        self.rec.started(self.agent.spec.name, self._agent_version, self._client_info)
+        try:
+            await self._handshake()
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._client_pump(client_frames))
+                tg.create_task(self._upstream_pump())
+        except* SessionEnd as group:
+            first = group.exceptions[0]
+            assert isinstance(first, SessionEnd)
+            self.end_status, self.end_reason = first.status, first.reason
+        except* UpstreamError as group:
+            self.end_status, self.end_reason = "failed", "upstream_error"
+            await self._tell_client(str(group.exceptions[0]), "upstream_error")
+        finally:
+            await self.upstream.aclose()
+            self.rec.ended(self.end_status, self.end_reason, self.agent.spec.name)
+
+    def spawn(self, coro: Any) -> None:
+        """Run a task owned by this session's task group."""
+        assert self._tg is not None
+        self._tg.create_task(coro)
+
+    async def _tell_client(self, message: str, code: str) -> None:
+        try:
+            await self.outbox.put(protocol.error_event(message, code=code, error_type="server_error"))
+        except SessionEnd:
+            pass
+
+    async def _handshake(self) -> None:
+        """Wait for `session.created`, configure the agent, show the client the result."""
+        timeout = self.deps.settings.upstream_connect_timeout_s
+        created = await self._recv_until("session.created", None, timeout)
+        update = await self.send_session_update("init", self._agent_session())
+        updated = await self._recv_until("session.updated", update.event_id, timeout)
+        self._pending_updates.clear()
+        session = updated.get("session")
+        await self.outbox.put(protocol.dumps({
+            "type": "session.created",
+            "event_id": created.get("event_id") or protocol.new_id("event"),
+            "session": client_view(session if isinstance(session, dict) else {},  # type: ignore[arg-type]
+                                   self.tools.server_tool_names),
+        }))
+        for frame in self._early:
+            await self.outbox.put(frame)
+        self._early.clear()
+
+    async def _recv_until(self, kind: str, event_id: str | None, timeout: float) -> JsonObject:
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self._recv_upstream()
+                event = protocol.parse(frame)
+                if event.get("type") == kind:
+                    return event
+                error = event.get("error")
+                if (event.get("type") == "error" and isinstance(error, dict)
+                        and event_id is not None and error.get("event_id") == event_id):  # type: ignore[union-attr]
+                    raise UpstreamError(
+                        f"the model refused the agent's configuration: {error.get('message')}"  # type: ignore[union-attr]
+                    )
+                self._early.append(frame)
+
+    async def _recv_upstream(self) -> str:
+        try:
+            frame = await self.upstream.recv()
+        except UpstreamClosed as exc:
+            raise UpstreamError(f"upstream closed: {exc.reason}") from None
+        return frame.decode() if isinstance(frame, bytes) else frame
+
+    def _agent_session(self) -> JsonObject:
+        return agent_session(self.agent.spec, self.tools.toolset.definitions, self.tools.client_tools)
+
+    async def send_session_update(self, owner: str, session: JsonObject) -> _PendingUpdate:
+        """Send a `session.update` of ours upstream and remember who asked for it."""
+        pending = _PendingUpdate(owner, protocol.new_id("event"), session)
+        self._pending_updates.append(pending)
+        self._internal_events[pending.event_id] = pending
+        await self.send_upstream(protocol.dumps(
+            {"type": "session.update", "event_id": pending.event_id, "session": session}
+        ))
+        return pending
+
+    async def send_internal(self, event: JsonObject) -> None:
+        """Send an event we originate upstream (errors for it are ours, not the client's)."""
+        event_id = protocol.new_id("event")
+        self._internal_events[event_id] = None
+        await self.send_upstream(protocol.dumps({**event, "event_id": event_id}))
+
+    async def send_upstream(self, frame: str) -> None:
+        """Send a frame upstream; a closed upstream ends the session."""
+        try:
+            await self.upstream.send(frame)
+        except UpstreamClosed as exc:
+            raise SessionEnd("failed", "upstream_closed") from exc
+
+    # --- client → upstream -----------------------------------------------------------------
+
+    async def _client_pump(self, frames: AsyncIterator[str | bytes]) -> None:
+        async for frame in frames:
+            await self._on_client_frame(frame)
+        raise SessionEnd("completed", "client_closed")
+
+    async def _on_client_frame(self, raw: str | bytes) -> None:
+        try:
+            frame = self._check_frame(raw)
+            if protocol.sniff_type(frame) == "input_audio_buffer.append":
+                await self.send_upstream(frame)
+                return
+            event = protocol.parse(frame)
+            kind = protocol.event_type(event)
+            if kind not in protocol.CLIENT_EVENT_TYPES:
+                raise ProtocolError(f"Unknown client event type {kind!r}.", code="invalid_event",
+                                    event_id=protocol.client_event_id(event), param="type")
+            await self._on_client_event(kind, event, frame)
+        except ProtocolError as exc:
+            await self.outbox.put(protocol.error_from(exc))
+
+    def _check_frame(self, raw: str | bytes) -> str:
+        if len(raw) > self.deps.settings.max_client_frame_bytes:
+            raise ProtocolError(
+                f"Frame of {len(raw)} bytes exceeds the limit of "
+                f"{self.deps.settings.max_client_frame_bytes} bytes.", code="frame_too_large",
+            )
+        if isinstance(raw, bytes):
+            try:
+                return raw.decode()
+            except UnicodeDecodeError:
+                raise ProtocolError("Binary frame is not UTF-8 JSON.", code="invalid_json") from None
+        return raw
+
+    async def _on_client_event(self, kind: str, event: JsonObject, frame: str) -> None:
+        event_id = protocol.client_event_id(event)
+        match kind:
+            case "session.update":
+                session, tools = merge_client_update(
+                    self.agent.spec, event, self.tools.toolset.definitions, event_id)
+                if tools is not None:
+                    self.tools.client_tools = tools
+                pending = _PendingUpdate("client", event_id or protocol.new_id("event"), session)
+                self._pending_updates.append(pending)
+                await self.send_upstream(protocol.dumps(
+                    {"type": "session.update", "event_id": pending.event_id, "session": session}))
+            case "response.create":
+                if self.tools.holding_creates:
+                    self.tools.deferred_creates.append(frame)
+                    return
+                self.rec.mark_turn_end()
+                await self.send_upstream(frame)
+            case "conversation.item.create":
+                self.tools.check_client_item(event, event_id)
+                await self.send_upstream(frame)
+            case _:
+                await self.send_upstream(frame)
+
+    # --- upstream → client -----------------------------------------------------------------
+
+    async def _upstream_pump(self) -> None:
+        while True:
+            try:
+                raw = await self.upstream.recv()
+            except UpstreamClosed as exc:
+                if not exc.clean:
+                    await self._tell_client(f"The model connection closed: {exc.reason}",
+                                            "upstream_closed")
+                raise SessionEnd("completed" if exc.clean else "failed", "upstream_closed") from None
+            frame = raw.decode() if isinstance(raw, bytes) else raw
+            if protocol.sniff_type(frame) in _PASSTHROUGH_OUTPUT:
+                self.rec.first_output()
+                await self.outbox.put(frame)
+                continue
+            try:
+                event = protocol.parse(frame)
+            except ProtocolError:
+                log.warning("upstream sent a frame that is not a JSON object; relayed as is")
+                await self.outbox.put(frame)
+                continue
+            await self._on_upstream_event(event, frame)
+
+    async def _on_upstream_event(self, event: JsonObject, frame: str) -> None:
+        kind = event.get("type")
+        agent = self.agent.spec.name
+        match kind:
+            case "response.created":
+                self.rec.response_created(event, agent)
+                await self.outbox.put(frame)
+            case "response.done":
+                self.rec.response_done(event, agent)
+                await self.tools.response_done(event, frame)
+            case "conversation.item.done":
+                item = event.get("item")
+                if isinstance(item, dict):
+                    self.rec.item_done(item, agent)  # type: ignore[arg-type]
+                await self.tools.item_event(event, frame, done=True)
+            case "conversation.item.added" | "response.output_item.added" | \
+                    "response.output_item.done":
+                await self.tools.item_event(event, frame, done=kind == "response.output_item.done")
+            case "response.function_call_arguments.delta" | "response.function_call_arguments.done":
+                self.rec.first_output()
+                await self.tools.arguments_event(event, frame)
+            case "session.updated":
+                await self._session_updated(event)
+            case "error":
+                await self._upstream_error(event, frame)
+            case "input_audio_buffer.speech_stopped":
+                self.rec.mark_turn_end()
+                await self.outbox.put(frame)
+            case "conversation.item.input_audio_transcription.completed":
+                self.rec.transcription(event, agent)
+                await self.outbox.put(frame)
+            case _:
+                await self.outbox.put(frame)
+
+    async def _session_updated(self, event: JsonObject) -> None:
+        if self._pending_updates:
+            self._pending_updates.popleft()
+        session = event.get("session")
+        shown = client_view(session if isinstance(session, dict) else {},  # type: ignore[arg-type]
+                            self.tools.server_tool_names)
+        await self.outbox.put(protocol.dumps({**event, "session": shown}))
+
+    async def _upstream_error(self, event: JsonObject, frame: str) -> None:
+        error = event.get("error")
+        event_id = error.get("event_id") if isinstance(error, dict) else None  # type: ignore[union-attr]
+        for pending in list(self._pending_updates):
+            if pending.event_id == event_id:
+                self._pending_updates.remove(pending)
+        if isinstance(event_id, str) and event_id in self._internal_events:
+            pending = self._internal_events.pop(event_id)
+            log.warning("upstream refused an orchestrator event: %s",
+                        error.get("message") if isinstance(error, dict) else error)  # type: ignore[union-attr]
+            if pending is not None and pending.owner == "handoff":
+                await self._retry_without_voice(pending)
+            return
+        await self.outbox.put(frame)
+
+    async def _retry_without_voice(self, pending: _PendingUpdate) -> None:
+        """Voice cannot change after the first audio output: keep everything else."""
+        audio = pending.session.get("audio")
+        if isinstance(audio, dict) and "output" in audio:
+            session = {**pending.session, "audio": {k: v for k, v in audio.items() if k != "output"}}  # type: ignore[union-attr]
+            await self.send_session_update("init", session)

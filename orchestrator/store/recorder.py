@@ -1,0 +1,413 @@
+"""The batched writer of the audit record (design §2 step 5, §6).
+
+`record()` only appends to an in-memory queue, so the relay never waits for the database. One
+writer task takes up to `batch_size` rows (or what arrived within `flush_interval_s`) and writes
+them in ONE transaction: Core `insert()` executemany per table in foreign-key order, then the
+conversation updates. Inserts ignore rows already present (unique keys), and the counters are
+recomputed from the child rows, so replaying a batch never duplicates anything.
+
+A database outage keeps the batch in hand and retries it with backoff: rows are delayed, never
+dropped. Only a row the database rejects for itself (an integrity or data error) is given up,
+after the batch has been retried one row at a time, and it is logged in full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, assert_never
+
+from sqlalchemy import ColumnElement, Insert, Update, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from orchestrator.store.records import (
+    ConversationEnded,
+    ConversationStarted,
+    HandoffRecorded,
+    ItemRecorded,
+    Record,
+    ResponseRecorded,
+    ToolCallRecorded,
+)
+from orchestrator.store.tables import Base, Conversation, Handoff, Item, Response, ToolCall
+
+logger = logging.getLogger(__name__)
+
+Params = dict[str, Any]
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """The rows of one batch, grouped the way they are written."""
+
+    conversations: list[Params] = field(default_factory=list[Params])
+    items: list[Params] = field(default_factory=list[Params])
+    tool_calls: list[Params] = field(default_factory=list[Params])
+    responses: list[Params] = field(default_factory=list[Params])
+    handoffs: list[Params] = field(default_factory=list[Params])
+    ended: list[Params] = field(default_factory=list[Params])
+    # Last known agent per conversation, in record order (handoffs, then an explicit end value).
+    current_agent: dict[str, str] = field(default_factory=dict[str, str])
+    # Conversations whose children changed: their counters and token totals are recomputed.
+    touched: set[str] = field(default_factory=set[str])
+
+
+def plan_batch(rows: Sequence[Record]) -> BatchPlan:
+    """Group records into per-table parameter lists."""
+    plan = BatchPlan()
+    for row in rows:
+        match row:
+            case ConversationStarted():
+                plan.conversations.append(_conversation_params(row))
+            case ConversationEnded():
+                plan.ended.append(_ended_params(row))
+                if row.current_agent is not None:
+                    plan.current_agent[row.conversation_id] = row.current_agent
+            case ItemRecorded():
+                plan.items.append(_item_params(row))
+            case ToolCallRecorded():
+                plan.tool_calls.append(_tool_call_params(row))
+            case ResponseRecorded():
+                plan.responses.append(_response_params(row))
+            case HandoffRecorded():
+                plan.handoffs.append(_handoff_params(row))
+                plan.current_agent[row.conversation_id] = row.to_agent
+            case _:
+                assert_never(row)
+        if not isinstance(row, ConversationStarted | ConversationEnded):
+            plan.touched.add(row.conversation_id)
+    return plan
+
+
+def _conversation_params(row: ConversationStarted) -> Params:
+    return {
+        "id": row.conversation_id, "agent": row.agent, "agent_version": row.agent_version,
+        "current_agent": row.agent, "status": "active", "started_at": row.started_at,
+        "client": dict(row.client),
+    }
+
+
+def _ended_params(row: ConversationEnded) -> Params:
+    return {
+        "b_id": row.conversation_id, "b_status": row.status, "b_ended_at": row.ended_at,
+        "b_end_reason": row.end_reason,
+    }
+
+
+def _item_params(row: ItemRecorded) -> Params:
+    return {
+        "conversation_id": row.conversation_id, "seq": row.seq, "item_id": row.item_id,
+        "type": row.type, "role": row.role, "agent": row.agent, "text": row.text,
+        "status": row.status, "call_id": row.call_id, "name": row.name,
+        "created_at": row.created_at,
+    }
+
+
+def _tool_call_params(row: ToolCallRecorded) -> Params:
+    return {
+        "conversation_id": row.conversation_id, "call_id": row.call_id, "agent": row.agent,
+        "server": row.server, "tool": row.tool, "arguments": row.arguments,
+        "output": row.output, "error": row.error, "status": row.status,
+        "started_at": row.started_at, "finished_at": row.finished_at,
+        "duration_ms": row.duration_ms,
+    }
+
+
+def _response_params(row: ResponseRecorded) -> Params:
+    usage = row.usage or {}
+    return {
+        "conversation_id": row.conversation_id, "response_id": row.response_id,
+        "agent": row.agent, "status": row.status, "usage": row.usage,
+        "input_tokens": _tokens(usage, "input_tokens"),
+        "output_tokens": _tokens(usage, "output_tokens"),
+        "total_tokens": _tokens(usage, "total_tokens"),
+        "first_output_latency_ms": row.first_output_latency_ms,
+        "created_at": row.created_at, "done_at": row.done_at,
+    }
+
+
+def _tokens(usage: dict[str, Any], key: str) -> int:
+    value = usage.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _handoff_params(row: HandoffRecorded) -> Params:
+    return {
+        "conversation_id": row.conversation_id, "from_agent": row.from_agent,
+        "to_agent": row.to_agent, "call_id": row.call_id, "reason": row.reason, "at": row.at,
+    }
+
+
+def _count(model: type[Item | ToolCall | Handoff | Response], *where: ColumnElement[bool]) -> Any:
+    return (
+        select(func.count())
+        .where(model.conversation_id == Conversation.id, *where)
+        .scalar_subquery()
+    )
+
+
+def _token_sum(column: Any) -> Any:
+    return (
+        select(func.coalesce(func.sum(column), 0))
+        .where(Response.conversation_id == Conversation.id)
+        .scalar_subquery()
+    )
+
+
+def _recount(conversation_ids: set[str]) -> Update:
+    # Recomputed, not incremented: a batch replayed after an ambiguous commit stays exact.
+    return (
+        update(Conversation)
+        .where(Conversation.id.in_(sorted(conversation_ids)))
+        .values(
+            item_count=_count(Item),
+            tool_call_count=_count(ToolCall),
+            handoff_count=_count(Handoff),
+            response_count=_count(Response),
+            error_count=_count(ToolCall, ToolCall.status == "failed")
+            + _count(Response, Response.status == "failed"),
+            input_tokens=_token_sum(Response.input_tokens),
+            output_tokens=_token_sum(Response.output_tokens),
+            total_tokens=_token_sum(Response.total_tokens),
+        )
+    )
+
+
+_END = (
+    update(Conversation)
+    .where(Conversation.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"), ended_at=bindparam("b_ended_at"),
+        end_reason=bindparam("b_end_reason"),
+    )
+)
+_CURRENT_AGENT = (
+    update(Conversation)
+    .where(Conversation.id == bindparam("b_id"))
+    .values(current_agent=bindparam("b_agent"))
+)
+
+
+def insert_ignoring_duplicates(dialect_name: str) -> Callable[[type[Base]], Insert]:
+    """`INSERT … ON CONFLICT DO NOTHING` for the engine's dialect."""
+    if dialect_name == "postgresql":
+        return lambda model: postgresql.insert(model).on_conflict_do_nothing()
+    if dialect_name == "sqlite":
+        return lambda model: sqlite.insert(model).on_conflict_do_nothing()
+    raise ValueError(f"unsupported database dialect: {dialect_name}")
+
+
+async def write_plan(
+    connection: AsyncConnection, plan: BatchPlan, insert: Callable[[type[Base]], Insert]
+) -> None:
+    """Execute one plan on a connection inside the caller's transaction, parents first."""
+    inserts: tuple[tuple[type[Base], list[Params]], ...] = (
+        (Conversation, plan.conversations), (Item, plan.items), (ToolCall, plan.tool_calls),
+        (Response, plan.responses), (Handoff, plan.handoffs),
+    )
+    for model, params in inserts:
+        if params:
+            await connection.execute(insert(model), params)
+    if plan.current_agent:
+        agents = [{"b_id": cid, "b_agent": name} for cid, name in plan.current_agent.items()]
+        await connection.execute(_CURRENT_AGENT, agents)
+    if plan.ended:
+        await connection.execute(_END, plan.ended)
+    if plan.touched:
+        await connection.execute(_recount(plan.touched))
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether retrying cannot help: the database rejects the rows themselves."""
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    # A StatementError that is not a DBAPIError failed before reaching the database.
+    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
+
+
+class SqlRecorder:
+    """The `Recorder` of the service: an unbounded queue drained by one batching writer task."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.2,
+        close_grace_s: float = 10.0,
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        self._engine = engine
+        self._insert = insert_ignoring_duplicates(engine.dialect.name)
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._close_grace_s = close_grace_s
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._queue: deque[Record] = deque()
+        self._wakeup = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._enqueued = 0
+        self._taken = 0
+        self._flush_target = 0
+        self._written = 0
+        self._dropped = 0
+        self._last_error: BaseException | None = None
+
+    # --- the session's side: never blocks ---------------------------------------------------
+
+    def record(self, row: Record) -> None:
+        """Enqueue one record; returns at once whatever the database is doing."""
+        if self._closing and self._task is None:
+            logger.warning("record after the recorder closed; it will not be written: %r", row)
+        self._queue.append(row)
+        self._enqueued += 1
+        depth = len(self._queue)
+        # Wake the writer for the first row of a batch and when a batch is full; not per row.
+        if depth == 1 or depth >= self._batch_size:
+            self._wakeup.set()
+
+    @property
+    def queue_depth(self) -> int:
+        """Rows recorded and not written yet (queued or in the batch being written)."""
+        return self._enqueued - self._written - self._dropped
+
+    @property
+    def rows_written(self) -> int:
+        """Rows committed to the database since start."""
+        return self._written
+
+    @property
+    def rows_dropped(self) -> int:
+        """Rows the database rejected for themselves (logged); 0 in a healthy system."""
+        return self._dropped
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The error of the last failed write, None once a write succeeds again."""
+        return self._last_error
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Launch the writer task."""
+        if self._task is not None:
+            return
+        self._closing = False
+        self._task = asyncio.create_task(self._run(), name="sql-recorder")
+
+    async def flush(self) -> None:
+        """Wait until every row recorded before this call is written (or given up)."""
+        if self._task is None:
+            raise RuntimeError("the recorder is not running")
+        target = self._enqueued
+        self._flush_target = max(self._flush_target, target)
+        self._wakeup.set()
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._done >= target)
+
+    async def aclose(self) -> None:
+        """Write everything still queued, within the close grace; then stop the writer."""
+        task = self._task
+        if task is None:
+            return
+        self._closing = True
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self._close_grace_s)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            logger.error(
+                "recorder closed after %.1fs with %d rows unwritten (last error: %r)",
+                self._close_grace_s, self.queue_depth, self._last_error,
+            )
+        finally:
+            self._task = None
+
+    # --- the writer -------------------------------------------------------------------------
+
+    @property
+    def _done(self) -> int:
+        return self._written + self._dropped
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                return
+            await self._deliver(batch)
+            async with self._progress:
+                self._progress.notify_all()
+
+    async def _next_batch(self) -> list[Record]:
+        """The next batch: wait for a first row, then up to the flush interval to fill it."""
+        while not self._queue:
+            if self._closing:
+                return []
+            await self._wait_wakeup(None)
+        deadline = asyncio.get_running_loop().time() + self._flush_interval_s
+        while len(self._queue) < self._batch_size and not self._urgent():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await self._wait_wakeup(remaining)
+        count = min(self._batch_size, len(self._queue))
+        self._taken += count
+        return [self._queue.popleft() for _ in range(count)]
+
+    def _urgent(self) -> bool:
+        return self._closing or self._flush_target > self._taken
+
+    async def _wait_wakeup(self, timeout: float | None) -> None:
+        # Conditions are re-checked after every wake-up, so clearing here loses nothing.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        self._wakeup.clear()
+
+    async def _deliver(self, batch: list[Record]) -> None:
+        """Write a batch, retrying through outages; split it if the database rejects a row."""
+        delay = self._retry_initial_s
+        while True:
+            try:
+                await self._write(batch)
+            except Exception as exc:
+                if is_permanent(exc):
+                    await self._deliver_rejected(batch, exc)
+                    return
+                self._last_error = exc
+                logger.warning(
+                    "recorder: writing %d rows failed, retrying in %.2fs: %r",
+                    len(batch), delay, exc,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+            else:
+                self._written += len(batch)
+                self._last_error = None
+                return
+
+    async def _deliver_rejected(self, batch: list[Record], exc: Exception) -> None:
+        if len(batch) > 1:
+            # Find the offending rows; the others (in order) still go in.
+            for row in batch:
+                await self._deliver([row])
+            return
+        self._last_error = exc
+        self._dropped += 1
+        logger.error("recorder: the database rejected a row, dropping it: %r (%r)", batch[0], exc)
+
+    async def _write(self, batch: list[Record]) -> None:
+        plan = plan_batch(batch)
+        async with self._engine.begin() as connection:
+            await write_plan(connection, plan, self._insert)
