@@ -3,6 +3,7 @@ registry, the MCP pool, the database and the recorder."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -91,12 +92,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await start_services(settings)
         app.state.services = services
+        app.state.ready.set()
         try:
             yield
         finally:
             await stop_services(services)
 
     app = FastAPI(title="orchestrator", version="0.1.0", lifespan=lifespan)
+    app.state.ready = asyncio.Event()  # set once the lifespan has started everything
     app.include_router(realtime_router)
     app.include_router(admin_router)
 

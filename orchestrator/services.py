@@ -5,6 +5,8 @@ Routes reach them through dependencies (`admin/deps.py`), never through globals.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -13,6 +15,36 @@ from orchestrator.agents.registry import Registry
 from orchestrator.config import Settings
 from orchestrator.store.recorder import SqlRecorder
 from orchestrator.tools.mcp_pool import McpPool
+
+
+class LiveSessions:
+    """The sessions this process is serving, with a way to wait until there are none."""
+
+    def __init__(self) -> None:
+        self._sessions: set[object] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def add(self, session: object) -> None:
+        """A session started."""
+        self._sessions.add(session)
+        self._empty.clear()
+
+    def discard(self, session: object) -> None:
+        """A session ended."""
+        self._sessions.discard(session)
+        if not self._sessions:
+            self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[object]:
+        return iter(list(self._sessions))
+
+    async def wait_empty(self) -> None:
+        """Return once no session is live."""
+        await self._empty.wait()
 
 
 @dataclass(slots=True)
@@ -25,6 +57,6 @@ class Services:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     recorder: SqlRecorder
-    live_sessions: set[object] = field(default_factory=set[object])
+    live_sessions: LiveSessions = field(default_factory=LiveSessions)
     admin_token: str = ""
     api_keys: frozenset[str] = frozenset()

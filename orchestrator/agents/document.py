@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
 from ruamel.yaml import YAML
-from ruamel.yaml.composer import Composer, ComposerError
+from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
@@ -75,6 +75,7 @@ class Document:
     positions: Positions
     secrets: tuple[str, ...] = ()
     problems: tuple[tuple[Loc, Problem], ...] = ()
+    from_env: frozenset[Loc] = frozenset()  # values that hold an environment variable's value
 
     def redact(self, message: str) -> str:
         """`message` with every expanded environment value masked."""
@@ -110,6 +111,7 @@ def parse_document(raw: bytes, path: str, env: Mapping[str, str]) -> Document:
         positions=Positions(builder.values, builder.keys),
         secrets=tuple(sorted(builder.secrets, key=len, reverse=True)),
         problems=tuple(builder.problems),
+        from_env=frozenset(builder.from_env),
     )
 
 
@@ -151,6 +153,8 @@ def _compose(text: str, path: str) -> Any:
             # A reused anchor name only warns in ruamel; with aliases refused it is harmless.
             warnings.simplefilter("ignore")
             node: Any = cast(Any, yaml).compose(text)
+    except MaxDepthExceededError as exc:
+        _fail(path, _mark_position(exc), f"YAML nested deeper than {MAX_DEPTH} levels")
     except MarkedYAMLError as exc:
         _fail(path, _mark_position(exc), _syntax_message(exc))
     except ReaderError as exc:
@@ -233,6 +237,7 @@ class _Builder:
         self.values: dict[Loc, Position] = {}
         self.keys: dict[Loc, Position] = {}
         self.secrets: set[str] = set()
+        self.from_env: set[Loc] = set()
         self.problems: list[tuple[Loc, Problem]] = []
         self._constructor: Any = cast(Any, YAML(typ="safe", pure=True)).constructor
 
@@ -302,6 +307,7 @@ class _Builder:
         name, default = var.group(1), var.group(2)
         value = self.env.get(name)
         if value:
+            self.from_env.add(loc)
             if len(value) >= _MIN_SECRET_LEN:
                 self.secrets.add(value)
             return value

@@ -15,9 +15,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from orchestrator.agents.document import (
     Document,
@@ -27,7 +28,7 @@ from orchestrator.agents.document import (
     format_loc,
     parse_document,
 )
-from orchestrator.agents.spec import AgentSpec, McpServerSpec, McpServersFile
+from orchestrator.agents.spec import AgentSpec, McpServersFile, McpServerSpec
 from orchestrator.agents.toolcheck import static_problems, tool_problems
 from orchestrator.errors import Problem
 from orchestrator.tools.types import ToolInfo
@@ -98,13 +99,18 @@ def load_agents(
         problems += found
         if agent is not None:
             loaded.append(agent)
-    agents, found = _cross_check(loaded, files, servers)
+    agents, found = _cross_check(loaded, _known_stems(files), servers)
     problems += found
     agent_set = AgentSet(
         agents=agents, servers=servers.valid, servers_path=servers_path,
         declared_servers=servers.declared, server_positions=servers.positions,
     )
-    return agent_set, problems
+    return agent_set, sort_problems(problems)
+
+
+def sort_problems(problems: list[Problem]) -> list[Problem]:
+    """Problems in reading order: by path, line, column."""
+    return sorted(problems, key=lambda p: (p.path, p.line, p.column, p.message))
 
 
 def check_tools(
@@ -114,7 +120,7 @@ def check_tools(
     problems: list[Problem] = []
     for agent in agent_set.agents.values():
         problems += tool_problems(agent, tools_by_server)
-    return problems
+    return sort_problems(problems)
 
 
 # --- files -------------------------------------------------------------------------------
@@ -161,34 +167,42 @@ def _read(path: Path, env: Mapping[str, str]) -> tuple[bytes, Document]:
 
 
 def _validation_problems(
-    exc: ValidationError, path: Path, doc: Document, prefix: Loc = (),
+    exc: ValidationError, path: Path, doc: Document,
 ) -> list[tuple[Loc, Problem]]:
     """Pydantic errors → problems at the position their `loc` names (or its nearest parent)."""
     result: list[tuple[Loc, Problem]] = []
     for error in exc.errors(include_url=False, include_input=False):
-        loc: Loc = (*prefix, *error["loc"])
+        loc: Loc = tuple(error["loc"])
         if error["type"] == "extra_forbidden":
             position = doc.positions.locate_key(loc)
             message = f"unknown field '{format_loc(loc)}'"
         else:
             position = doc.positions.locate(loc)
-            ctx = error.get("ctx") or {}
-            # Our validators raise ValueError; pydantic's "Value error, " prefix is noise.
-            text = str(ctx["error"]) if error["type"] == "value_error" and "error" in ctx else (
-                error["msg"])
-            message = f"field '{format_loc(loc)}': {text}" if loc else text
+            message = _error_text(error, loc, doc)
         problem = Problem(str(path), position[0], position[1], doc.redact(message))
         result.append((loc, problem))
     return result
 
 
+def _error_text(error: ErrorDetails, loc: Loc, doc: Document) -> str:
+    ctx = error.get("ctx") or {}
+    if error["type"] == "value_error" and loc in doc.from_env:
+        # Our validators quote the value; this one came from the environment and may be secret.
+        text = "invalid value (from an environment variable, not shown)"
+    elif error["type"] == "value_error" and "error" in ctx:
+        text = str(ctx["error"])  # pydantic's "Value error, " prefix is noise
+    else:
+        text = error["msg"]
+    return f"field '{format_loc(loc)}': {text}" if loc else text
+
+
 def _validate(
-    model: type[_Model], data: object, path: Path, doc: Document, prefix: Loc = (),
+    model: type[_Model], data: object, path: Path, doc: Document,
 ) -> tuple[_Model | None, list[tuple[Loc, Problem]]]:
     try:
         return model.model_validate(data), []
     except ValidationError as exc:
-        return None, _validation_problems(exc, path, doc, prefix)
+        return None, _validation_problems(exc, path, doc)
 
 
 # --- agents ------------------------------------------------------------------------------
@@ -214,8 +228,19 @@ def _load_agent(path: Path, env: Mapping[str, str]) -> tuple[LoadedAgent | None,
     return agent, []
 
 
+def _known_stems(files: list[Path]) -> set[str]:
+    """Stems of the given agent files and of the other agent files beside them.
+
+    Agents whose files are broken (or were not named on the command line) still count as known
+    handoff targets: a typo in one file is reported once, not again in every agent that hands
+    off to it, and `validate one.yaml` judges handoffs as the registry would.
+    """
+    folders = {f.parent for f in files}
+    return {f.stem for f in files} | {f.stem for d in folders for f in _agent_files(d)}
+
+
 def _cross_check(
-    loaded: list[LoadedAgent], files: list[Path], servers: _Servers,
+    loaded: list[LoadedAgent], known_stems: set[str], servers: _Servers,
 ) -> tuple[dict[str, LoadedAgent], list[Problem]]:
     agents: dict[str, LoadedAgent] = {}
     problems: list[Problem] = []
@@ -228,9 +253,7 @@ def _cross_check(
             duplicates.add(agent.spec.name)
             problems.append(agent.problem(
                 ("name",), f"duplicate agent name '{agent.spec.name}' (also in {first.path})"))
-    # Agents whose files are broken still count as known targets: a typo in one file should be
-    # reported once, not again in every agent that hands off to it.
-    known = {p.stem for p in files} | set(agents)
+    known = known_stems | set(agents)
     valid: dict[str, LoadedAgent] = {}
     for name, agent in agents.items():
         found = _references(agent, known, servers.declared) + static_problems(agent)
@@ -240,26 +263,28 @@ def _cross_check(
     return valid, problems
 
 
-def _references(agent: LoadedAgent, known: set[str], servers: frozenset[str] | None) -> list[
-        Problem]:
+def _references(
+    agent: LoadedAgent, known: set[str], servers: frozenset[str] | None,
+) -> list[Problem]:
+    """Names that must exist elsewhere: MCP servers, handoff targets, handoffs of the script."""
     spec = agent.spec
     problems: list[Problem] = []
     for i, tool in enumerate(spec.tools):
         if servers is not None and tool.mcp not in servers:
-            problems.append(agent.problem(("tools", i, "mcp"), f"unknown MCP server '{tool.mcp}'"
-                                          f" (not in {SERVERS_FILE})"))
-    handoffs = {h.agent for h in spec.handoffs}
+            message = f"unknown MCP server '{tool.mcp}' (not in {SERVERS_FILE})"
+            problems.append(agent.problem(("tools", i, "mcp"), message))
     for i, handoff in enumerate(spec.handoffs):
         if handoff.agent == spec.name:
-            problems.append(agent.problem(("handoffs", i, "agent"), "an agent cannot hand off "
-                                          "to itself"))
+            problems.append(agent.problem(("handoffs", i, "agent"),
+                                          "an agent cannot hand off to itself"))
         elif handoff.agent not in known:
             problems.append(agent.problem(("handoffs", i, "agent"),
                                           f"unknown handoff target '{handoff.agent}'"))
+    handoffs = {h.agent for h in spec.handoffs}
     for i, rule in enumerate(spec.script or []):
         if rule.handoff is not None and rule.handoff not in handoffs:
-            problems.append(agent.problem(("script", i, "handoff"), f"'{rule.handoff}' is not "
-                                          "in this agent's handoffs"))
+            message = f"handoff '{rule.handoff}' is not in this agent's handoffs"
+            problems.append(agent.problem(("script", i, "handoff"), message))
     return problems
 
 
@@ -283,20 +308,20 @@ def _load_servers(path: Path, env: Mapping[str, str]) -> _Servers:
         _, doc = _read(path, env)
     except DocumentError as exc:
         return _Servers({}, None, Positions(), [exc.problem])
-    raw_entries = doc.data.get("mcp_servers", {})
+    raw_entries: object = doc.data.get("mcp_servers") or {}  # an empty `mcp_servers:` is fine
     if not isinstance(raw_entries, dict):
         _, found = _validate(McpServersFile, doc.data, path, doc)
         return _Servers({}, None, doc.positions, [p for _, p in (*doc.problems, *found)])
-    entries: dict[str, object] = raw_entries
+    entries = cast(dict[str, object], raw_entries)  # keys are always text (see document.py)
     bad_names = [n for n in entries if not _SERVER_NAME.match(n)]
     # Names are checked here rather than by McpServersFile so the problem points at the name.
     problems = [_at_key(path, doc, ("mcp_servers", n), f"server name '{n}' must match "
                         "[a-zA-Z0-9_-]+") for n in bad_names]
-    entries = {n: e for n, e in entries.items() if n not in bad_names}
-    _, found = _validate(McpServersFile, {**doc.data, "mcp_servers": entries}, path, doc)
+    good = {n: e for n, e in entries.items() if n not in bad_names}
+    _, found = _validate(McpServersFile, {**doc.data, "mcp_servers": good}, path, doc)
     problems += [p for _, p in (*doc.problems, *found)]
     bad = [loc for loc, _ in (*doc.problems, *found)]
-    return _Servers(_valid_entries(entries, bad), frozenset(raw_entries), doc.positions, problems)
+    return _Servers(_valid_entries(good, bad), frozenset(entries), doc.positions, problems)
 
 
 def _at_key(path: Path, doc: Document, loc: Loc, message: str) -> Problem:

@@ -69,8 +69,9 @@ def _static_names(spec: AgentSpec) -> list[_Visible]:
     names: list[_Visible] = []
     for i, tool in enumerate(spec.tools):
         for j, name in enumerate(tool.allow or []):
-            origin = f"tool '{name}' of MCP server '{tool.mcp}'"
-            names.append(_Visible((tool.prefix or "") + name, ("tools", i, "allow", j), origin, True))
+            origin = f"MCP server '{tool.mcp}'"
+            loc = ("tools", i, "allow", j)
+            names.append(_Visible((tool.prefix or "") + name, loc, origin, True))
     for k, handoff in enumerate(spec.handoffs):
         origin = f"the handoff to '{handoff.agent}'"
         names.append(_Visible(handoff_tool_name(handoff.agent), ("handoffs", k, "agent"), origin,
@@ -88,7 +89,7 @@ def _listed_names(
         if tool.allow is not None or listed is None:
             continue
         for info in listed:
-            origin = f"tool '{info.name}' of MCP server '{tool.mcp}'"
+            origin = f"MCP server '{tool.mcp}'"
             names.append(_Visible((tool.prefix or "") + info.name, ("tools", i, "mcp"), origin,
                                   False))
     return names
@@ -107,8 +108,8 @@ def _name_problems(agent: LoadedAgent, names: list[_Visible], *, dynamic_only: b
                                           "name (letters, digits, _ or -, at most 64)"))
         elif first is not v:
             line = agent.locate(*first.loc)[0]
-            problems.append(agent.problem(v.loc, f"duplicate tool name '{v.name}': {v.origin} "
-                                          f"clashes with {first.origin} (line {line}); "
+            problems.append(agent.problem(v.loc, f"duplicate tool name '{v.name}' ({v.origin}; "
+                                          f"also {first.origin} at line {line}); "
                                           "set `prefix:` on one attachment"))
     return problems
 
@@ -145,4 +146,5 @@ def _from_unreachable(
 
 
 def _not_a_tool(agent: LoadedAgent, rule: int, call: str) -> Problem:
-    return agent.problem(("script", rule, "call"), f"tool '{call}' is not one of this agent's tools")
+    return agent.problem(("script", rule, "call"),
+                         f"tool '{call}' is not one of this agent's tools")

@@ -12,7 +12,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, pool
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, event, pool, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -76,6 +77,26 @@ async def upgrade(url: str, revision: str = "head") -> None:
 
 
 def _upgrade_on(connection: Connection, config: Config, revision: str) -> None:
+    if connection.dialect.name == "postgresql":
+        # Replicas starting together migrate one at a time; the lock ends with the transaction.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
     # env.py sees the connection and migrates on it instead of opening its own loop.
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
+
+
+_MIGRATION_LOCK = 0x6F7263686D6967  # "orchmig": any constant shared by every replica
+
+
+async def current_revision(url: str) -> str | None:
+    """The migration revision the database is at (None before the first migration)."""
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(_current_revision)
+    finally:
+        await engine.dispose()
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()

@@ -260,6 +260,7 @@ class SqlRecorder:
         self._taken = 0
         self._flush_target = 0
         self._written = 0
+        self._batches = 0
         self._dropped = 0
         self._last_error: BaseException | None = None
 
@@ -285,6 +286,11 @@ class SqlRecorder:
     def rows_written(self) -> int:
         """Rows committed to the database since start."""
         return self._written
+
+    @property
+    def batches_written(self) -> int:
+        """Transactions committed since start (a batch split after a rejection counts per row)."""
+        return self._batches
 
     @property
     def rows_dropped(self) -> int:
@@ -369,10 +375,10 @@ class SqlRecorder:
     def _urgent(self) -> bool:
         return self._closing or self._flush_target > self._taken
 
-    async def _wait_wakeup(self, timeout: float | None) -> None:
+    async def _wait_wakeup(self, within_s: float | None) -> None:
         # Conditions are re-checked after every wake-up, so clearing here loses nothing.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+            await asyncio.wait_for(self._wakeup.wait(), within_s)
         self._wakeup.clear()
 
     async def _deliver(self, batch: list[Record]) -> None:
@@ -394,6 +400,7 @@ class SqlRecorder:
                 delay = min(delay * 2, self._retry_max_s)
             else:
                 self._written += len(batch)
+                self._batches += 1
                 self._last_error = None
                 return
 

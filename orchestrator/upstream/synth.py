@@ -133,7 +133,8 @@ def _pitch(word: str) -> int:
 def _tone(fmt: AudioFormat, pitch: int) -> array[int]:
     """`WORD_MS` of samples: a faded sine, then silence."""
     rate = fmt.rate
-    tone_n, fade_n, total_n = rate * _TONE_MS // 1000, rate * _FADE_MS // 1000, rate * WORD_MS // 1000
+    tone_n, fade_n = rate * _TONE_MS // 1000, rate * _FADE_MS // 1000
+    total_n = rate * WORD_MS // 1000
     step = 2 * math.pi * (160 + 30 * pitch) / rate
     samples = array("h", bytes(2 * total_n))
     for i in range(tone_n):

@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import sys
 from typing import Any
 
+from mcp import MCPError
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.types import ImageContent, TextContent
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import INVALID_PARAMS, ImageContent, TextContent
+from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 # A 1x1 transparent PNG: a real image block for the conversion tests.
 _PNG = base64.b64decode(
@@ -37,8 +41,13 @@ def build_server() -> MCPServer:
 
     @server.tool()
     async def fail(message: str) -> str:
-        """Raise an error with the given message (an is_error result)."""
-        raise ValueError(message)
+        """Fail with the given message (an is_error result)."""
+        raise ToolError(message)
+
+    @server.tool()
+    async def refuse(message: str) -> str:
+        """Answer with a JSON-RPC error instead of a result (a protocol-level failure)."""
+        raise MCPError(code=INVALID_PARAMS, message=message)
 
     @server.tool()
     async def slow(seconds: float) -> str:
@@ -69,6 +78,27 @@ def build_server() -> MCPServer:
             ImageContent(type="image", data=base64.b64encode(_PNG).decode(), mime_type="image/png"),
         ]
 
+    calls = {"tally": 0}
+
+    @server.tool()
+    async def tally() -> int:
+        """How many times this tool has run in this process, this call included."""
+        calls["tally"] += 1
+        return calls["tally"]
+
+    @server.tool()
+    async def getenv(name: str) -> str:
+        """An environment variable of the server process ("" when unset)."""
+        return os.environ.get(name, "")
+
+    @server.tool()
+    async def shout(lines: int) -> str:
+        """Write many lines to stderr (a server that floods its log)."""
+        for i in range(lines):
+            sys.stderr.write(f"shout line {i} " + "x" * 200 + "\n")
+        sys.stderr.flush()
+        return f"shouted {lines}"
+
     @server.tool()
     async def grow(name: str, ctx: Context) -> str:
         """Register a new tool `name` at run time and announce the list change."""
@@ -77,7 +107,12 @@ def build_server() -> MCPServer:
             return name
 
         ctx.mcp_server.add_tool(extra, name=name, description=f"added at run time: {name}")
-        await ctx.request_context.session.send_tool_list_changed()
+        # 2026-era clients hear of changes through `subscriptions/listen`, older ones by a
+        # plain notification.
+        if ctx.request_context.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            await ctx.notify_tools_changed()
+        else:
+            await ctx.request_context.session.send_tool_list_changed()
         return f"added {name}"
 
     return server

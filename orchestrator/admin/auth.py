@@ -1,0 +1,30 @@
+"""Admin authentication: `Authorization: Bearer <admin token>`, compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import HTTPException, status
+from fastapi.security import HTTPBearer
+
+# auto_error=False: a missing header gets our 401 (with WWW-Authenticate), not FastAPI's own.
+admin_bearer = HTTPBearer(
+    auto_error=False, scheme_name="AdminToken",
+    description="The admin token (ORCHESTRATOR_ADMIN_TOKEN, or the one printed by `serve`).",
+)
+
+
+def token_matches(presented: str | None, expected: str) -> bool:
+    """Whether the presented token is the admin token; never true for an unset admin token."""
+    if not presented or not expected:
+        return False
+    return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def unauthorized() -> HTTPException:
+    """The 401 answer for a missing or wrong admin token."""
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail="missing or invalid admin token",
+        headers={"WWW-Authenticate": "Bearer"},
+    )

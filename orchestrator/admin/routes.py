@@ -1,0 +1,51 @@
+"""The admin REST API (design §4.6): every route here needs the admin token."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+
+from orchestrator.admin.deps import SessionDep, require_admin
+from orchestrator.admin.schemas import ConversationDetailRead, ConversationList, ConversationRead
+from orchestrator.store import queries
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+@router.get("/conversations", response_model=ConversationList)
+async def list_conversations(
+    session: SessionDep,
+    agent: Annotated[str | None, Query(description="Agent the conversation started with")] = None,
+    status_: Annotated[str | None, Query(alias="status", description="active|completed|failed")]
+    = None,
+    since: Annotated[datetime | None, Query(description="Started at or after")] = None,
+    until: Annotated[datetime | None, Query(description="Started before")] = None,
+    tool: Annotated[str | None, Query(description="Has a call of this tool")] = None,
+    has_error: Annotated[
+        bool | None, Query(description="Has a failed tool call or response, or failed")
+    ] = None,
+    q: Annotated[str | None, Query(description="Text search in the items")] = None,
+    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> ConversationList:
+    """Conversations, newest first, filtered; cursor pagination."""
+    try:
+        rows, next_cursor = await queries.list_conversations(
+            session, agent=agent, status=status_, since=since, until=until, tool=tool,
+            has_error=has_error, q=q, limit=limit, cursor=cursor,
+        )
+    except queries.InvalidCursorError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    data = [ConversationRead.model_validate(row) for row in rows]
+    return ConversationList(data=data, next_cursor=next_cursor)
+
+
+@router.get("/conversations/{conversation_id}", response_model=ConversationDetailRead)
+async def get_conversation(conversation_id: str, session: SessionDep) -> ConversationDetailRead:
+    """One conversation with its items, tool calls, handoffs and responses as one timeline."""
+    detail = await queries.get_conversation(session, conversation_id)
+    if detail is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id!r}")
+    return ConversationDetailRead.from_detail(detail)

@@ -1,0 +1,309 @@
+"""Audit queries over the record: conversation lists with filters, one conversation's timeline.
+
+Results are frozen dataclasses; the admin API turns them into its `*Read` schemas and the CLI
+prints them. Pagination is by an opaque cursor over the (started_at desc, id desc) order, which
+stays stable while new conversations arrive.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orchestrator.store.tables import Conversation, Handoff, Item, Response, ToolCall
+
+MAX_LIMIT = 500
+
+
+class InvalidCursorError(ValueError):
+    """A pagination cursor that this module did not produce."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRow:
+    """One conversation as listed: identity, outcome and running totals."""
+
+    id: str
+    agent: str
+    agent_version: int | None
+    current_agent: str | None
+    status: str
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    client: dict[str, Any]
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    item_count: int
+    tool_call_count: int
+    handoff_count: int
+    response_count: int
+    error_count: int
+
+    @property
+    def duration_ms(self) -> float | None:
+        """Wall time from start to end; None while the conversation is active."""
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds() * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ItemEntry:
+    """A conversation item on the timeline (`at` = when it was finalized)."""
+
+    at: datetime
+    seq: int
+    item_id: str | None
+    type: str
+    role: str | None
+    agent: str
+    text: str | None
+    status: str | None
+    call_id: str | None
+    name: str | None
+    kind: Literal["item"] = field(default="item", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEntry:
+    """A server-run tool call on the timeline (`at` = when it started)."""
+
+    at: datetime
+    call_id: str
+    agent: str
+    server: str
+    tool: str
+    arguments: str
+    output: str | None
+    error: str | None
+    status: str
+    finished_at: datetime
+    duration_ms: float
+    kind: Literal["tool_call"] = field(default="tool_call", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffEntry:
+    """A handoff from one agent to another."""
+
+    at: datetime
+    from_agent: str
+    to_agent: str
+    call_id: str
+    reason: str | None
+    kind: Literal["handoff"] = field(default="handoff", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseEntry:
+    """A model response (`at` = when it was created)."""
+
+    at: datetime
+    response_id: str
+    agent: str
+    status: str
+    usage: dict[str, Any] | None
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    first_output_latency_ms: float | None
+    done_at: datetime
+    kind: Literal["response"] = field(default="response", init=False)
+
+
+TimelineEntry = ItemEntry | ToolCallEntry | HandoffEntry | ResponseEntry
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationDetail:
+    """A conversation with everything recorded about it, as one ordered timeline."""
+
+    conversation: ConversationRow
+    timeline: tuple[TimelineEntry, ...]
+
+
+# --- cursor ---------------------------------------------------------------------------------
+
+
+def encode_cursor(started_at: datetime, conversation_id: str) -> str:
+    """An opaque cursor pointing just after this conversation in the list order."""
+    raw = json.dumps([started_at.isoformat(), conversation_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The position a cursor points at; `InvalidCursorError` if it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        started, conversation_id = json.loads(raw)
+        position = (datetime.fromisoformat(started), conversation_id)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidCursorError("invalid cursor") from exc
+    if not isinstance(conversation_id, str) or position[0].tzinfo is None:
+        raise InvalidCursorError("invalid cursor")
+    return position
+
+
+# --- list -----------------------------------------------------------------------------------
+
+
+async def list_conversations(
+    session: AsyncSession,
+    *,
+    agent: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    tool: str | None = None,
+    has_error: bool | None = None,
+    q: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[ConversationRow], str | None]:
+    """One page of conversations, newest first, and the cursor of the next page (or None).
+
+    `since` is inclusive and `until` exclusive (on `started_at`); `tool` keeps conversations
+    with a call of that tool; `has_error` those with a failed tool call, a failed response or a
+    failed status; `q` searches the items' text, case-insensitively.
+    """
+    limit = max(1, min(limit, MAX_LIMIT))
+    stmt = _filtered(
+        select(Conversation), agent=agent, status=status, since=since, until=until, tool=tool,
+        has_error=has_error, q=q,
+    )
+    if cursor is not None:
+        started_at, conversation_id = decode_cursor(cursor)
+        stmt = stmt.where(
+            or_(
+                Conversation.started_at < started_at,
+                and_(Conversation.started_at == started_at, Conversation.id < conversation_id),
+            )
+        )
+    stmt = stmt.order_by(Conversation.started_at.desc(), Conversation.id.desc()).limit(limit + 1)
+    found = [_row(c) for c in (await session.scalars(stmt)).all()]
+    page = found[:limit]
+    next_cursor = encode_cursor(page[-1].started_at, page[-1].id) if len(found) > limit else None
+    return page, next_cursor
+
+
+def _filtered(
+    stmt: Select[Conversation],
+    *,
+    agent: str | None,
+    status: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    tool: str | None,
+    has_error: bool | None,
+    q: str | None,
+) -> Select[Conversation]:
+    if agent is not None:
+        stmt = stmt.where(Conversation.agent == agent)
+    if status is not None:
+        stmt = stmt.where(Conversation.status == status)
+    if since is not None:
+        stmt = stmt.where(Conversation.started_at >= since)
+    if until is not None:
+        stmt = stmt.where(Conversation.started_at < until)
+    if tool is not None:
+        stmt = stmt.where(
+            exists().where(ToolCall.conversation_id == Conversation.id, ToolCall.tool == tool)
+        )
+    if has_error is not None:
+        # error_count is kept by the recorder: failed tool calls + failed responses.
+        failed = or_(Conversation.error_count > 0, Conversation.status == "failed")
+        stmt = stmt.where(failed if has_error else ~failed)
+    if q:
+        stmt = stmt.where(
+            exists().where(
+                Item.conversation_id == Conversation.id,
+                Item.text.icontains(q, autoescape=True),
+            )
+        )
+    return stmt
+
+
+def _row(c: Conversation) -> ConversationRow:
+    return ConversationRow(
+        id=c.id, agent=c.agent, agent_version=c.agent_version, current_agent=c.current_agent,
+        status=c.status, started_at=c.started_at, ended_at=c.ended_at, end_reason=c.end_reason,
+        client=dict(c.client), input_tokens=c.input_tokens, output_tokens=c.output_tokens,
+        total_tokens=c.total_tokens, item_count=c.item_count,
+        tool_call_count=c.tool_call_count, handoff_count=c.handoff_count,
+        response_count=c.response_count, error_count=c.error_count,
+    )
+
+
+# --- detail ---------------------------------------------------------------------------------
+
+# Within one instant: the response first (it frames its items), then items, calls, handoffs.
+_RANK = {"response": 0, "item": 1, "tool_call": 2, "handoff": 3}
+
+
+async def get_conversation(
+    session: AsyncSession, conversation_id: str
+) -> ConversationDetail | None:
+    """The conversation and its merged timeline, or None if there is no such conversation."""
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None:
+        return None
+    items = await session.scalars(select(Item).where(Item.conversation_id == conversation_id))
+    calls = await session.scalars(
+        select(ToolCall).where(ToolCall.conversation_id == conversation_id)
+    )
+    handoffs = await session.scalars(
+        select(Handoff).where(Handoff.conversation_id == conversation_id)
+    )
+    responses = await session.scalars(
+        select(Response).where(Response.conversation_id == conversation_id)
+    )
+    timeline: list[TimelineEntry] = [
+        *(_item_entry(i) for i in items), *(_tool_call_entry(t) for t in calls),
+        *(_handoff_entry(h) for h in handoffs), *(_response_entry(r) for r in responses),
+    ]
+    timeline.sort(key=_timeline_key)
+    return ConversationDetail(conversation=_row(conversation), timeline=tuple(timeline))
+
+
+def _timeline_key(entry: TimelineEntry) -> tuple[datetime, int, int]:
+    seq = entry.seq if isinstance(entry, ItemEntry) else 0
+    return entry.at, _RANK[entry.kind], seq
+
+
+def _item_entry(i: Item) -> ItemEntry:
+    return ItemEntry(
+        at=i.created_at, seq=i.seq, item_id=i.item_id, type=i.type, role=i.role, agent=i.agent,
+        text=i.text, status=i.status, call_id=i.call_id, name=i.name,
+    )
+
+
+def _tool_call_entry(t: ToolCall) -> ToolCallEntry:
+    return ToolCallEntry(
+        at=t.started_at, call_id=t.call_id, agent=t.agent, server=t.server, tool=t.tool,
+        arguments=t.arguments, output=t.output, error=t.error, status=t.status,
+        finished_at=t.finished_at, duration_ms=t.duration_ms,
+    )
+
+
+def _handoff_entry(h: Handoff) -> HandoffEntry:
+    return HandoffEntry(
+        at=h.at, from_agent=h.from_agent, to_agent=h.to_agent, call_id=h.call_id, reason=h.reason
+    )
+
+
+def _response_entry(r: Response) -> ResponseEntry:
+    return ResponseEntry(
+        at=r.created_at, response_id=r.response_id, agent=r.agent, status=r.status,
+        usage=r.usage, input_tokens=r.input_tokens, output_tokens=r.output_tokens,
+        total_tokens=r.total_tokens, first_output_latency_ms=r.first_output_latency_ms,
+        done_at=r.done_at,
+    )

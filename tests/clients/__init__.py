@@ -1,0 +1,1 @@
+"""Stock OpenAI-Realtime clients (each in its own venv) driven against the server."""
