@@ -10,12 +10,13 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+
 from orchestrator.agents.spec import McpServerSpec
 from orchestrator.tools.mcp_pool import McpPool
 
@@ -59,7 +60,9 @@ def alive(pid: int) -> bool:
 
 
 @asynccontextmanager
-async def running(servers: dict[str, McpServerSpec], **options: float) -> AsyncIterator[McpPool]:
+async def running(
+    servers: dict[str, McpServerSpec], **options: float,
+) -> AsyncGenerator[McpPool]:
     """A started pool, closed afterwards."""
     pool = McpPool(servers, **options)
     await pool.start()

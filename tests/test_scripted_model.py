@@ -220,7 +220,8 @@ async def test_audio_turn_streams_transcript_and_audio() -> None:
 
 @pytest.mark.parametrize("kind", ["pcmu", "pcma"])
 async def test_audio_follows_the_g711_output_format(kind: str) -> None:
-    client = await _client(modality="audio", audio={"output": {"format": {"type": f"audio/{kind}"}}})
+    fmt = {"type": f"audio/{kind}"}
+    client = await _client(modality="audio", audio={"output": {"format": fmt}})
     events = await client.say("hi")
     chunks = [base64.b64decode(e["delta"]) for e in events
               if e["type"] == "response.output_audio.delta"]
@@ -554,3 +555,44 @@ async def test_throughput_of_the_scripted_model(capsys: pytest.CaptureFixture[st
               f"({frames} events, {20 * 50 * WORD_MS / 1000:.0f} s of audio in {elapsed:.2f} s)")
     assert frames == 20 * (2 + 50 * 4 + 10)
     assert frames / elapsed > 2_000
+
+
+# ---- the validator itself ------------------------------------------------------------------
+
+_DELTA = {"type": "response.output_audio.delta", "event_id": "e1", "response_id": "r1",
+          "item_id": "i1", "output_index": 0, "content_index": 0, "delta": "AAA="}
+
+
+@pytest.mark.parametrize(("event", "needle"), [
+    ({"type": "no.such.event", "event_id": "e"}, "unknown server event type"),
+    ({k: v for k, v in _DELTA.items() if k != "event_id"}, "event_id"),
+    ({**_DELTA, "output_index": "0"}, "output_index"),  # lax mode would coerce it
+    ({**_DELTA, "audio": "beta-era field"}, "['audio']"),
+    ({"type": "conversation.item.added", "event_id": "e", "item": {
+        "type": "mcp_call", "id": "m", "server_label": "time", "name": "n", "arguments": "{}",
+        "status": "completed"}}, "item: ['status']"),
+])
+def test_validator_rejects(event: Event, needle: str) -> None:
+    with pytest.raises(AssertionError) as rejected:
+        validate_server_event(json.dumps(event))
+    assert needle in str(rejected.value)
+
+
+def test_validator_accepts() -> None:
+    validate_server_event(_DELTA)
+    validate_server_event({"type": "session.updated", "event_id": "e", "session": {
+        "type": "realtime", "id": "sess_1", "object": "realtime.session", "expires_at": 1}})
+    validate_server_event({"type": "conversation.item.done", "event_id": "e", "item": {
+        "type": "mcp_call", "id": "m", "server_label": "time", "name": "n", "arguments": "{}",
+        "output": "ok", "error": None}})
+    validate_client_event({"type": "response.create", "response": {
+        "conversation": "none", "input": [{"type": "item_reference", "id": "item_1"}]}})
+
+
+def test_response_flow_catches_disorder() -> None:
+    created = {"type": "response.created", "event_id": "e", "response": {"id": "r1"}}
+    delta = {**_DELTA, "response_id": "r1"}
+    with pytest.raises(AssertionError, match="is not open"):
+        assert_response_flow([created, delta], complete=False)
+    with pytest.raises(AssertionError, match="never finished"):
+        assert_response_flow([created])

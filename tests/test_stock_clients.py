@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,12 @@ from tests.server import RunningServer, serve
 
 PREFIX = "Here is the time in Tokyo: "
 SETTLE_TIMEOUT_S = 30
+# LiveKit 1.8.9 keeps no `mcp_call` items in its chat mirror: it warns on the item, then on the
+# next item whose previous_item_id names it (reference/clients.md: harmless).
+LIVEKIT_KNOWN_WARNINGS = (
+    re.compile(r"failed to insert item `[^`]+`: unsupported item type: mcp_call"),
+    re.compile(r"placed a chat history item after an unknown item; appended it instead"),
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -83,8 +90,10 @@ async def _recorded_tool_call(server: RunningServer) -> dict[str, Any]:
     return call
 
 
-async def _turn(tmp_path: Path, database_url: str, client: str, driver: str,
-                url_of: Callable[[RunningServer], str], *extra: str) -> tuple[DriverResult, dict[str, Any]]:
+async def _turn(
+    tmp_path: Path, database_url: str, client: str, driver: str,
+    url_of: Callable[[RunningServer], str], *extra: str,
+) -> tuple[DriverResult, dict[str, Any]]:
     """Serve, run the driver once, check its reply against the recorded tool call."""
     python = await _client_python(client)
     async with serve(database_url, tmp_path) as server:
@@ -105,6 +114,7 @@ async def test_openai_agents_sdk(database_url: str, tmp_path: Path) -> None:
     assert "response.function_call_arguments.done" not in server_events
     mcp_call = result.report["extra"]["mcp_call"]
     assert (mcp_call["server_label"], mcp_call["name"]) == ("time", "get_current_time")
+    assert result.report["warning_logs"] == [], result.describe()
 
 
 async def test_pipecat(database_url: str, tmp_path: Path) -> None:
@@ -113,8 +123,8 @@ async def test_pipecat(database_url: str, tmp_path: Path) -> None:
                             "--model", "demo&tool_events=none")
     frames: list[str] = result.report["event_types"]
     assert "LLMTextFrame" in frames and "ErrorFrame" not in frames, frames
-    # A server-run call must not reach Pipecat as a function call it would try to answer.
-    assert not any("function call" in w.lower() for w in result.report["warning_logs"])
+    # e.g. "No tracked function call found": a server-run call leaked to Pipecat as its own.
+    assert result.report["warning_logs"] == [], result.describe()
 
 
 async def test_livekit(database_url: str, tmp_path: Path) -> None:
@@ -125,4 +135,8 @@ async def test_livekit(database_url: str, tmp_path: Path) -> None:
     assert extra["generate_reply_user_initiated"] is True
     metadata = extra["response_metadata"]
     assert metadata and str(metadata[0]["client_event_id"]).startswith("response_create_")
-    assert "Unknown function" not in json.dumps(result.report)
+    # update_chat_ctx() resolved: the user item came back under the id LiveKit chose.
+    assert set(extra["client_item_ids"]) <= set(extra["added_item_ids"]), extra
+    unknown = [w for w in result.report["warning_logs"]
+               if not any(p.search(w) for p in LIVEKIT_KNOWN_WARNINGS)]
+    assert unknown == [], result.describe()

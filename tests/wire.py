@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, cast, get_args, get_origin
 
 from openai.types.realtime import (
     RealtimeClientEvent,
@@ -55,12 +55,12 @@ def _decode(frame: Frame) -> dict[str, Any]:
     if isinstance(frame, Mapping):
         return dict(frame)
     try:
-        data = json.loads(frame)
+        data: Any = json.loads(frame)
     except ValueError as exc:
         raise AssertionError(f"frame is not JSON ({exc}): {_snippet(frame)}") from None
     if not isinstance(data, dict):
         raise AssertionError(f"frame is not a JSON object: {_snippet(frame)}")
-    return data
+    return cast(dict[str, Any], data)
 
 
 def _snippet(frame: Frame, limit: int = 400) -> str:
@@ -92,15 +92,15 @@ def _extras_in(value: Any, path: str) -> Iterator[tuple[str, set[str]]]:
     if isinstance(value, BaseModel):
         yield from extra_fields(value, path)
     elif isinstance(value, list | tuple):
-        for index, entry in enumerate(value):
+        for index, entry in enumerate(cast(Sequence[Any], value)):
             yield from _extras_in(entry, f"{path}[{index}]")
     elif isinstance(value, dict):
-        for key, entry in value.items():
+        for key, entry in cast(dict[str, Any], value).items():
             yield from _extras_in(entry, f"{path}.{key}")
 
 
 def _check_extras(kind: str, event: BaseModel, frame: Frame) -> None:
-    problems = []
+    problems: list[str] = []
     for path, names in extra_fields(event):
         unexpected = names - _ALLOWED_EXTRAS.get((kind, path), set())
         if unexpected:
@@ -113,8 +113,8 @@ def _check_extras(kind: str, event: BaseModel, frame: Frame) -> None:
 def validate_server_event(frame: Frame) -> BaseModel:
     """Validate one server event strictly; return the SDK model; AssertionError if invalid."""
     data = _decode(frame)
-    kind = data.get("type")
-    model = SERVER_EVENT_MODELS.get(kind) if isinstance(kind, str) else None
+    kind = str(data.get("type"))
+    model = SERVER_EVENT_MODELS.get(kind)
     if model is None:
         raise AssertionError(f"unknown server event type {kind!r}: {_snippet(frame)}")
     event = _validate(frame, model, data)
@@ -125,16 +125,18 @@ def validate_server_event(frame: Frame) -> BaseModel:
 def validate_client_event(frame: Frame) -> BaseModel:
     """Validate one client event strictly; return the SDK model; AssertionError if invalid."""
     data = _decode(frame)
-    kind = data.get("type")
-    model = CLIENT_EVENT_MODELS.get(kind) if isinstance(kind, str) else None
+    kind = str(data.get("type"))
+    model = CLIENT_EVENT_MODELS.get(kind)
     if model is None:
         raise AssertionError(f"unknown client event type {kind!r}: {_snippet(frame)}")
-    response = data.get("response")
-    if kind == "response.create" and isinstance(response, dict) and response.get("input"):
-        kept = []
-        for entry in response["input"]:
-            if isinstance(entry, dict) and entry.get("type") == "item_reference":
-                _validate(entry, ResponseItemReference, entry)
+    raw_response: Any = data.get("response")
+    response = cast(dict[str, Any], raw_response) if isinstance(raw_response, dict) else {}
+    if kind == "response.create" and response.get("input"):
+        kept: list[Any] = []
+        for entry in cast(list[Any], response["input"]):
+            reference = cast(dict[str, Any], entry) if isinstance(entry, dict) else {}
+            if reference.get("type") == "item_reference":
+                _validate(reference, ResponseItemReference, reference)
             else:
                 kept.append(entry)
         data = {**data, "response": {**response, "input": kept}}
@@ -166,10 +168,10 @@ class _Flow:
         self.parts: set[tuple[str, int]] = set()
 
     def check(self, position: int, ev: Mapping[str, Any]) -> None:
-        kind = ev["type"]
+        kind = str(ev["type"])
         where = f"event #{position} {kind}"
-        rid = ev.get("response_id")
-        if rid is not None:
+        rid = str(ev.get("response_id"))
+        if "response_id" in ev:
             assert rid in self.open, f"{where}: response {rid} is not in progress"
         if kind == "response.created":
             rid = ev["response"]["id"]
@@ -196,8 +198,8 @@ class _Flow:
             self._content(where, kind, ev)
 
     def _content(self, where: str, kind: str, ev: Mapping[str, Any]) -> None:
-        item_id = ev.get("item_id")
-        if kind in _ITEM_EVENTS or kind.startswith("response.content_part.") or kind in _PART_EVENTS:
+        item_id = str(ev.get("item_id"))
+        if kind in _ITEM_EVENTS or kind in _PART_EVENTS or kind.startswith("response.content_part"):
             assert self.items.get(item_id) == "open", f"{where}: item {item_id} is not open"
         key = (item_id, ev.get("content_index", 0))
         if kind == "response.content_part.added":
@@ -215,7 +217,8 @@ class _Flow:
         added = self.open.pop(rid)
         self.closed.add(rid)
         assert all(self.items[i] == "done" for i in added), f"{where}: an output item is open"
-        listed = [item.get("id") for item in response.get("output") or []]
+        output = cast(list[dict[str, Any]], response.get("output") or [])
+        listed = [item.get("id") for item in output]
         assert listed == added, f"{where}: output {listed} != items added {added}"
 
 

@@ -37,11 +37,16 @@ class HandoffSpec(_Strict):
 class ScriptRule(_Strict):
     """One rule of the scripted (sandbox) model; the first matching rule answers a user turn."""
 
-    when: str | None = Field(default=None, description="Case-insensitive regex searched in the user text")
+    when: str | None = Field(
+        default=None, description="Case-insensitive regex searched in the user text")
     call: str | None = Field(default=None, description="A tool name as the model sees it")
     arguments: dict[str, Any] = Field(default_factory=dict[str, Any])
     say: str | None = Field(default=None, description="Reply text; {output} = the tool's output")
     handoff: str | None = Field(default=None, pattern=NAME_PATTERN)
+    client: bool = Field(
+        default=False,
+        description="`call` names a tool the client declares itself (answered by the client)",
+    )
 
     @field_validator("when")
     @classmethod

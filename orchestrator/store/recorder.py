@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
-from sqlalchemy import ColumnElement, Insert, Update, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Insert, Update, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -417,4 +417,8 @@ class SqlRecorder:
     async def _write(self, batch: list[Record]) -> None:
         plan = plan_batch(batch)
         async with self._engine.begin() as connection:
+            if self._engine.dialect.name == "postgresql":
+                # The recount's cost estimate can pass jit_above_cost, and compiling it then
+                # takes longer than running it.
+                await connection.execute(text("SET LOCAL jit = off"))
             await write_plan(connection, plan, self._insert)

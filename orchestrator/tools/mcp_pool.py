@@ -5,15 +5,17 @@ the client, and waits; calls from any session go through that one client (the SD
 them). The task that enters a client must be the one that leaves it, hence one owner each.
 
 ```
-         ┌──────────── restart at once after a healthy connection is lost ──────────┐
-         ▼                                                                           │
-  connecting ──(tools listed)──► connected ──(EOF, connection closed, error)────────┤
-         │                                                                           │
-         └──(spawn/handshake failed, timed out)──► down ──(backoff 0.2 s → 10 s)──► connecting
+connecting ──tools listed──► connected
+connecting ──spawn or handshake failed, timed out──► down ──backoff──► connecting
+connected  ──lost (EOF, connection closed)──► connecting   (first loss after a healthy spell)
+                                          └─► restarting ──backoff──► connecting
+any        ──stop──► stopped
 ```
-While `connecting`, a call waits for the outcome (bounded by its own timeout), so the call
-after a crash reaches the restarted server; while `down`, calls fail at once. `call` never
-raises for a tool or server failure: it returns an error `ToolResult` (see `convert.py`).
+Backoff: 0.2 s doubling to 10 s, reset once a connection has lived 30 s. A call waits for the
+restart of a server that was serving (`connecting`, or `restarting` when due within the call's
+timeout), so the call after a crash reaches the new process; a server that fails to start is
+`down`, and its calls fail at once. `call` never raises for a tool or server failure: it
+returns an error `ToolResult` (see `convert.py`).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ STDERR_LINES = 100
 STDERR_LINE_CHARS = 1000
 CLIENT_INFO = Implementation(name="orchestrator", version="0.1.0")
 
-State = Literal["connecting", "connected", "down", "stopped"]
+State = Literal["connecting", "connected", "restarting", "down", "stopped"]
 
 
 class _Receiving(Protocol):
@@ -172,6 +174,7 @@ class _Server:
     restarts: int = 0
     failures: int = 0  # consecutive, since the last healthy connection
     delay: float = 0.0
+    retry_at: float = 0.0  # time.monotonic() of the next attempt while `restarting`
     last_error: str | None = None
     mode: str = "auto"  # the negotiated era, remembered so a reconnect skips the probe
     prior_discover: DiscoverResult | None = None
@@ -207,8 +210,9 @@ class _Server:
             self.failures = 0
         self.delay = _backoff(self.failures)
         self.failures += 1
+        self.retry_at = time.monotonic() + self.delay
         # With no delay the owner reconnects at once: stay `connecting` so calls wait for it.
-        self.set_state("connecting" if self.delay == 0 else "down")
+        self.set_state("connecting" if self.delay == 0 else "restarting")
 
     def fail(self, reason: str) -> None:
         """An attempt failed before it was published."""
@@ -219,12 +223,13 @@ class _Server:
         self.first_attempt.set()
 
     async def ready_link(self, deadline: float) -> _Link | None:
-        """The published link, waiting for a connect in progress until `deadline`."""
-        loop = asyncio.get_running_loop()
+        """The published link, waiting for a restart in progress until `deadline`."""
         while self.link is None:
             changed = self.changed
-            remaining = deadline - loop.time()
-            if self.state != "connecting" or remaining <= 0:
+            remaining = deadline - time.monotonic()
+            if self.state not in ("connecting", "restarting") or remaining <= 0:
+                return None
+            if self.state == "restarting" and self.retry_at >= deadline:
                 return None
             try:
                 async with asyncio.timeout(remaining):
@@ -341,15 +346,14 @@ class McpPool:
     async def _call(
         self, srv: _Server, tool: str, arguments: dict[str, Any], timeout_s: float,
     ) -> ToolResult:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        deadline = time.monotonic() + timeout_s
         link = await srv.ready_link(deadline)
         if link is None or link.client is None:
             reason = srv.last_error or f"not connected ({srv.state})"
             return error_result(f"MCP server {srv.name!r} is unavailable: {reason}", "unavailable")
         if all(info.name != tool for info in srv.tools):
             return error_result(f"unknown tool {tool!r} on MCP server {srv.name!r}", "invalid")
-        remaining = max(deadline - loop.time(), 0.001)
+        remaining = max(deadline - time.monotonic(), 0.001)
         timed_out = error_result(f"tool {tool!r} timed out after {timeout_s} s", "timeout")
         client = link.client
         try:

@@ -47,15 +47,16 @@ def driver_env() -> dict[str, str]:
 
 
 async def run_driver(python: Path, driver: str, *args: str,
-                     timeout: float = DRIVER_TIMEOUT_S) -> DriverResult:
-    """Run `HERE/driver` with `args` under `python`; kill it if it outlives its own bound."""
+                     turn_s: float = DRIVER_TIMEOUT_S) -> DriverResult:
+    """Run `HERE/driver` with `args` under `python`, its turn bounded by `turn_s` (passed as
+    `--timeout`); the driver is killed if it outlives that bound by more than a grace period."""
     proc = await asyncio.create_subprocess_exec(
-        str(python), str(HERE / driver), *args, "--timeout", str(timeout),
+        str(python), str(HERE / driver), *args, "--timeout", str(turn_s),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, cwd=HERE, env=driver_env(),
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout + _GRACE_S)
+        out, err = await asyncio.wait_for(proc.communicate(), turn_s + _GRACE_S)
     except TimeoutError:
         proc.kill()
         out, err = await proc.communicate()

@@ -11,6 +11,7 @@ so the spoken reply comes in a second, server-initiated generation: every genera
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from driver_support import QUESTION, DriverArgs, Observation, run
@@ -49,17 +50,26 @@ async def turn(args: DriverArgs, seen: Observation) -> None:
         if event.get("type") == "response.created":
             seen.extra.setdefault("response_metadata", []).append(
                 event.get("response", {}).get("metadata"))
+        elif event.get("type") == "conversation.item.added":
+            seen.extra.setdefault("added_item_ids", []).append(event["item"].get("id"))
+
+    def on_client_event(event: dict[str, Any]) -> None:
+        if event.get("type") == "conversation.item.create":
+            seen.extra.setdefault("client_item_ids", []).append(event["item"].get("id"))
 
     def on_error(error: llm.RealtimeModelError) -> None:
         seen.errors.append(f"{error.label}: {error.error!r} (recoverable={error.recoverable})")
 
     session.on("generation_created", on_generation)
     session.on("openai_server_event_received", on_server_event)
+    session.on("openai_client_event_queued", on_client_event)
     session.on("error", on_error)
     try:
         chat_ctx = session.chat_ctx.copy()
         chat_ctx.add_message(role="user", content=QUESTION)
-        await session.update_chat_ctx(chat_ctx)
+        started = time.monotonic()
+        await session.update_chat_ctx(chat_ctx)  # raises after 5 s without the item echoed
+        seen.extra["update_chat_ctx_s"] = round(time.monotonic() - started, 3)
         created = await session.generate_reply()
         seen.extra["generate_reply_user_initiated"] = created.user_initiated
         while seen.reply is None:

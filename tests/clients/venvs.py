@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +88,7 @@ def _is_complete(path: Path, digest: str) -> bool:
 
 
 @contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def _locked(lock_path: Path) -> Generator[None]:
     """Hold an exclusive flock; polled so the wait is bounded (flock itself has no timeout)."""
     deadline = time.monotonic() + LOCK_TIMEOUT_S
     with lock_path.open("a") as handle:
