@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,7 +41,7 @@ POSTGRES_ENV = "ORCHESTRATOR_TEST_DATABASE_URL"
 
 
 @asynccontextmanager
-async def fresh_postgres_database(server_url: str) -> AsyncIterator[str]:
+async def fresh_postgres_database(server_url: str) -> AsyncGenerator[str]:
     """Create a uniquely named database next to `server_url`'s, yield its URL, drop it."""
     name = f"orchestrator_t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")

@@ -79,7 +79,7 @@ async def connect(url: str, token: str | None, *, text_only: bool = True,
     """Connect, check `session.created`, and (by default) switch the session to text output."""
     headers = {"Authorization": f"Bearer {token}"} if token and not subprotocols else None
     async with websockets.connect(
-        url, additional_headers=headers, compression=None, max_size=None,
+        url, additional_headers=headers, compression=None, max_size=None, max_queue=None,
         subprotocols=subprotocols,  # type: ignore[arg-type]
     ) as ws:
         client = RealtimeTestClient(ws)

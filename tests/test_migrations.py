@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from alembic import command
@@ -83,7 +85,8 @@ async def test_downgrade_to_base_then_upgrade_again(migrated_url: str) -> None:
 async def test_upgrade_from_inside_an_app_startup(database_url: str) -> None:
     """The app's lifespan runs on a live event loop: upgrade() must work there."""
 
-    async def lifespan(app: FastAPI) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncGenerator[None]:
         await upgrade(database_url)
         app.state.migrated = True
         yield

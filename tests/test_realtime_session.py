@@ -263,10 +263,12 @@ async def test_openai_provider_through_a_real_socket(server: RunningServer) -> N
 
 async def test_client_disconnect_mid_tool_call_is_recorded(server: RunningServer) -> None:
     async with connect(server.realtime_url("front"), server.token) as client:
-        await client.say("crash now")  # any call; we leave before the turn completes
+        await client.say("something slow please")  # a 20 s tool; we leave while it runs
         await client.until_type("response.mcp_call.in_progress")
     record = await timeline(server)
     assert record["end_reason"] == "client_closed"
-    assert [e["kind"] for e in record["timeline"]].count("tool_call") == 1
+    [call] = [e for e in record["timeline"] if e["kind"] == "tool_call"]
+    assert (call["tool"], call["status"], call["error"]) == ("slow", "failed", "cancelled")
+    assert call["duration_ms"] < 15_000
 
 

@@ -520,10 +520,13 @@ async def test_close_during_a_paced_response_stops_it() -> None:
     client = await _client(modality="audio", pace_audio=True)
     await client.send({"type": "response.create"})
     await client.until("response.output_audio.delta")
+    generating = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert generating  # the paced response is still running
     await client.upstream.aclose()
     with pytest.raises(UpstreamClosed):
         await asyncio.wait_for(client.upstream.recv(), TIMEOUT)
-    assert not client.upstream.model._runs  # pyright: ignore[reportPrivateUsage]
+    await asyncio.wait_for(asyncio.gather(*generating, return_exceptions=True), TIMEOUT)
+    assert all(t.cancelled() for t in generating)
 
 
 def test_g711_codecs_round_trip() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -174,21 +174,21 @@ class TcpProxy:
 
 
 @contextlib.asynccontextmanager
-async def unavailable_database(database_url: str, tmp_path: Path) -> AsyncIterator[
-    tuple[str, asyncio.Event, TcpProxy | None]
-]:
-    """A URL whose database is down until the yielded event's owner brings it up.
+async def unavailable_database(
+    database_url: str, tmp_path: Path
+) -> AsyncGenerator[tuple[str, TcpProxy | None]]:
+    """A URL whose database is down until the test brings it up.
 
     SQLite: a file in a folder that does not exist yet. PostgreSQL: a port with no listener,
     later a relay to the real server.
     """
     if make_url(database_url).get_backend_name() == "sqlite":
-        yield sqlite_url(tmp_path / "not-yet" / "orchestrator.db"), asyncio.Event(), None
+        yield sqlite_url(tmp_path / "not-yet" / "orchestrator.db"), None
         return
     url = make_url(database_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     try:
-        yield url.set(port=proxy.port).render_as_string(hide_password=False), asyncio.Event(), proxy
+        yield url.set(port=proxy.port).render_as_string(hide_password=False), proxy
     finally:
         await proxy.close()
 
@@ -197,7 +197,7 @@ async def test_an_outage_delays_rows_and_they_land_when_the_database_is_back(
     database_url: str, tmp_path: Path
 ) -> None:
     rows = conversation_records("conv_outage", handoff_to="billing")
-    async with unavailable_database(database_url, tmp_path) as (url, _, proxy):
+    async with unavailable_database(database_url, tmp_path) as (url, proxy):
         engine = create_engine(url)
         recorder = SqlRecorder(engine, batch_size=4, flush_interval_s=0.01,
                                retry_initial_s=0.01, retry_max_s=0.05)

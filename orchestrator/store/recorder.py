@@ -7,8 +7,9 @@ conversation updates. Inserts ignore rows already present (unique keys), and the
 recomputed from the child rows, so replaying a batch never duplicates anything.
 
 A database outage keeps the batch in hand and retries it with backoff: rows are delayed, never
-dropped. Only a row the database rejects for itself (an integrity or data error) is given up,
-after the batch has been retried one row at a time, and it is logged in full.
+dropped. Only a row that can never be written (the database rejects it for itself, or it cannot
+be bound) is given up, after the batch has been retried one row at a time, and it is logged in
+full.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any, assert_never
 
 from sqlalchemy import ColumnElement, Insert, Update, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, IntegrityError
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.store.records import (
@@ -224,11 +226,15 @@ async def write_plan(
 
 
 def is_permanent(exc: BaseException) -> bool:
-    """Whether retrying cannot help: the database rejects the rows themselves."""
+    """Whether retrying cannot help: the database rejects the rows, or they cannot be bound.
+
+    Outages are transient: driver errors (connection refused or lost, locked, missing table
+    before migrations), socket errors and timeouts.
+    """
     if isinstance(exc, IntegrityError | DataError):
         return True
-    # A StatementError that is not a DBAPIError failed before reaching the database.
-    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
+    transient = DBAPIError | DisconnectionError | SqlTimeoutError | OSError | TimeoutError
+    return not isinstance(exc, transient)
 
 
 class SqlRecorder:

@@ -271,7 +271,8 @@ class McpPool:
 
     async def start(self) -> None:
         """Launch every server; return once each is connected or has failed (bounded)."""
-        started = [self._launch(name, spec) for name, spec in self._specs.items()]
+        started = [self._launch(name, spec) for name, spec in self._specs.items()
+                   if name not in self._servers]
         await self._await_first_attempts(started)
 
     async def aclose(self) -> None:
@@ -371,11 +372,13 @@ class McpPool:
                     "unavailable",
                 )
             return error_result(f"MCP error {exc.error.code}: {exc.error.message}", "protocol")
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
+        except (
+            anyio.ClosedResourceError, anyio.BrokenResourceError, OSError, httpx2.TransportError,
+        ) as exc:
             srv.lose(link, _describe(exc))
             return error_result(f"MCP server {srv.name!r} is unavailable: {_describe(exc)}",
                                 "unavailable")
-        except Exception as exc:  # a result the SDK rejects (schema, validation) or an HTTP failure
+        except Exception as exc:  # a result the SDK rejects (output schema, validation)
             return error_result(f"MCP call failed: {_describe(exc)}", "protocol")
         return to_tool_result(result)
 
@@ -404,7 +407,7 @@ class McpPool:
             if srv.stopping:
                 break
             if srv.delay > 0:
-                logger.warning("MCP server %r is down (%s); retrying in %.1f s",
+                logger.warning("MCP server %r: %s; reconnecting in %.1f s",
                                srv.name, srv.last_error, srv.delay)
                 with suppress(TimeoutError):
                     async with asyncio.timeout(srv.delay):
@@ -436,7 +439,7 @@ class McpPool:
                 reason = f"connect timed out after {srv.connect_timeout_s} s"
         except Exception as exc:  # any failure of a server is a reason to restart it, never ours
             reason = _describe(exc)
-            if isinstance(exc, MCPError):
+            if any(isinstance(leaf, MCPError) for leaf in _leaves(exc)):
                 srv.mode, srv.prior_discover = "auto", None  # the era may have changed: probe again
         finally:
             srv.attempt_scope = None

@@ -58,6 +58,7 @@ class _Sandbox:
         self.pace_audio = pace_audio
 
     def check(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Refuse the handshake (HTTP 404) unless it names a scripted agent."""
         agent = requested_agent(request.path)
         if agent is None:
             return _reject(connection, HTTPStatus.NOT_FOUND,
@@ -69,6 +70,7 @@ class _Sandbox:
         return None
 
     async def session(self, ws: ServerConnection) -> None:
+        """One connection: client frames into a ScriptedModel, its frames back out."""
         assert ws.request is not None
         agent = requested_agent(ws.request.path) or ""
         model = ScriptedModel(self.scripts[agent], model=agent, pace_audio=self.pace_audio,

@@ -11,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import copy
 import itertools
-import logging
 import math
 import secrets
-import time
 from collections.abc import Callable, Sequence
-from typing import Any, assert_never, cast
+from typing import Any, assert_never
 
 import orjson
 
@@ -27,6 +24,17 @@ from orchestrator.errors import ProtocolError
 from orchestrator.upstream.base import UpstreamClosed
 from orchestrator.upstream.script import Call, compile_script, plan_reply
 from orchestrator.upstream.scripted_run import WORD_PATTERN, Event, ResponseRun, RunOptions, new_id
+from orchestrator.upstream.scripted_state import (
+    SEMANTIC_SILENCE_MS,
+    TURN_DEFAULTS,
+    Conversation,
+    as_object,
+    content_parts,
+    count_tokens,
+    default_session,
+    merge_session,
+    without_audio,
+)
 from orchestrator.upstream.scripted_wire import (
     ConversationItemCreateEvent,
     ConversationItemDeleteEvent,
@@ -46,54 +54,8 @@ from orchestrator.upstream.scripted_wire import (
 )
 from orchestrator.upstream.synth import WORD_MS, AudioFormat, EnergyVad
 
-log = logging.getLogger(__name__)
-
 HandoffScripts = Callable[[str], Sequence[ScriptRule] | None]
 _MIN_COMMIT_MS = 100
-_TURN_DEFAULTS: dict[str, Event] = {
-    "server_vad": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-                   "silence_duration_ms": 500, "idle_timeout_ms": None,
-                   "create_response": True, "interrupt_response": True},
-    "semantic_vad": {"type": "semantic_vad", "eagerness": "auto", "create_response": True,
-                     "interrupt_response": True},
-}
-_SEMANTIC_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 250}
-# session.update semantics: `null` clears these, and leaves every other field unchanged.
-_NULLABLE = frozenset({"turn_detection", "noise_reduction", "transcription", "tracing",
-                       "truncation", "prompt", "reasoning"})
-
-
-def default_session(model: str) -> Event:
-    """The session a new connection starts with, as `session.created` shows it."""
-    pcm: Event = {"type": "audio/pcm", "rate": 24000}
-    return {
-        "type": "realtime", "object": "realtime.session", "id": new_id("sess"),
-        "expires_at": int(time.time()) + 3600, "model": model, "output_modalities": ["audio"],
-        "instructions": "",
-        "audio": {
-            "input": {"format": dict(pcm), "transcription": None, "noise_reduction": None,
-                      "turn_detection": dict(_TURN_DEFAULTS["server_vad"])},
-            "output": {"format": dict(pcm), "voice": "marin", "speed": 1.0},
-        },
-        "tools": [], "tool_choice": "auto", "max_output_tokens": "inf", "tracing": None,
-        "truncation": "auto", "prompt": None,
-    }
-
-
-def merge_session(base: Event, patch: Event) -> None:
-    """Apply a `session.update` patch in place: only the fields sent change.
-
-    Objects merge key by key, except tagged ones (with a `type`: formats, turn detection),
-    which are replaced whole; lists are replaced.
-    """
-    for key, value in patch.items():
-        if value is None and key not in _NULLABLE:
-            continue
-        current, patch_value = as_object(base.get(key)), as_object(value)
-        if current is not None and patch_value is not None and "type" not in patch_value:
-            merge_session(current, patch_value)
-        else:
-            base[key] = copy.deepcopy(value)
 
 
 class ScriptedModel:
@@ -106,7 +68,7 @@ class ScriptedModel:
         self.outgoing: asyncio.Queue[str | None] = asyncio.Queue()  # None: closed
         self.pace_audio = pace_audio
         self.session = default_session(model)
-        self.items: list[Event] = []
+        self.conversation = Conversation()
         self._script = compile_script(script)
         self._handoff_scripts = handoff_scripts
         self._fired: set[str] = set()
@@ -190,9 +152,10 @@ class ScriptedModel:
             case ConversationItemCreateEvent():
                 self._item_create(event)
             case ConversationItemRetrieveEvent():
-                self.emit("conversation.item.retrieved", {"item": self._find(event.item_id)})
+                item = self.conversation.find(event.item_id)
+                self.emit("conversation.item.retrieved", {"item": item})
             case ConversationItemDeleteEvent():
-                self._delete(event.item_id)
+                self.conversation.delete(event.item_id)
                 self.emit("conversation.item.deleted", {"item_id": event.item_id})
             case ConversationItemTruncateEvent():
                 self._truncate(event)
@@ -220,7 +183,7 @@ class ScriptedModel:
                 fmt["rate"] = 24000
         turn = self._turn_detection()
         if turn is not None:
-            audio["input"]["turn_detection"] = {**_TURN_DEFAULTS[str(turn["type"])], **turn}
+            audio["input"]["turn_detection"] = {**TURN_DEFAULTS[str(turn["type"])], **turn}
         self._configure_vad()
         self.emit("session.updated", {"session": self.session})
 
@@ -232,10 +195,13 @@ class ScriptedModel:
         if turn is None:
             self._vad = None
             return
-        silence = (turn.get("silence_duration_ms") if turn["type"] == "server_vad"
-                   else _SEMANTIC_SILENCE_MS[str(turn.get("eagerness") or "auto")])
-        vad = EnergyVad(float(turn.get("threshold") or 0.5), int(turn.get("prefix_padding_ms")
-                        or 300), int(silence if silence is not None else 500))
+        if turn["type"] == "server_vad":
+            silence = turn.get("silence_duration_ms")
+        else:  # semantic_vad: its eagerness stands for a silence length
+            silence = SEMANTIC_SILENCE_MS[str(turn.get("eagerness") or "auto")]
+        threshold = float(turn.get("threshold") or 0.5)
+        padding = int(turn.get("prefix_padding_ms") or 300)
+        vad = EnergyVad(threshold, padding, int(silence if silence is not None else 500))
         if self._vad is not None:
             vad.position_ms = self._vad.position_ms
         self._vad = vad
@@ -245,42 +211,16 @@ class ScriptedModel:
 
     # ---- conversation ------------------------------------------------------------------
 
-    def _find(self, item_id: str) -> Event:
-        for item in self.items:
-            if item.get("id") == item_id:
-                return item
-        raise ProtocolError(f"Item with item_id '{item_id}' not found.", code="item_not_found",
-                            param="item_id")
-
-    def _delete(self, item_id: str) -> None:
-        item = self._find(item_id)
-        del self.items[next(i for i, other in enumerate(self.items) if other is item)]
-
-    def _insert(self, item: Event, previous_item_id: str | None) -> str | None:
-        """Insert after `previous_item_id` (`root`: first; None: last); return the one before."""
-        if previous_item_id is None:
-            position = len(self.items)
-        elif previous_item_id == "root":
-            position = 0
-        else:
-            try:
-                position = self.items.index(self._find(previous_item_id)) + 1
-            except ProtocolError:
-                raise ProtocolError(f"Previous item with id '{previous_item_id}' not found.",
-                                    code="item_not_found", param="previous_item_id") from None
-        self.items.insert(position, item)
-        return self.items[position - 1]["id"] if position > 0 else None
-
     def _item_create(self, event: ConversationItemCreateEvent) -> None:
         item = event.item.model_dump(exclude_none=True)
         item_id = item.setdefault("id", new_id("item"))
-        if any(existing.get("id") == item_id for existing in self.items):
+        if self.conversation.has(item_id):
             raise ProtocolError(f"Item with id '{item_id}' already exists.",
                                 code="invalid_value", param="item.id")
         item["object"], item["status"] = "realtime.item", "completed"
         if item["type"] == "function_call":
             item.setdefault("call_id", new_id("call"))
-        previous = self._insert(item, event.previous_item_id)
+        previous = self.conversation.insert(item, event.previous_item_id)
         if item["type"] == "message" and item["role"] == "user":
             self._fired.clear()
         if item["type"] == "function_call_output":
@@ -288,7 +228,7 @@ class ScriptedModel:
         self._announce_item(item, previous)
 
     def _announce_item(self, item: Event, previous: str | None) -> None:
-        public = _without_audio(item)
+        public = without_audio(item)
         self.emit("conversation.item.added", {"previous_item_id": previous, "item": public})
         self.emit("conversation.item.done", {"previous_item_id": previous, "item": public})
 
@@ -302,7 +242,7 @@ class ScriptedModel:
             self.use_script(script)
 
     def _truncate(self, event: ConversationItemTruncateEvent) -> None:
-        item = self._find(event.item_id)
+        item = self.conversation.find(event.item_id)
         content = content_parts(item)
         if item.get("role") != "assistant" or event.content_index >= len(content) or (
                 content[event.content_index].get("type") != "output_audio"):
@@ -379,7 +319,7 @@ class ScriptedModel:
         self._speech_item_id = None
         if self._vad is not None:
             self._vad.reset()
-        previous = self._insert(item, None)
+        previous = self.conversation.insert(item, None)
         self._fired.clear()
         self.emit("input_audio_buffer.committed",
                   {"previous_item_id": previous, "item_id": item["id"]})
@@ -399,7 +339,7 @@ class ScriptedModel:
                 "Conversation already has an active response in progress: "
                 f"{self._active.id}. Wait until the response is finished before creating a new "
                 "one.", code="conversation_already_has_active_response")
-        items = self.items if params.input is None else self._input_items(params.input)
+        items = self.conversation.items if params.input is None else self._input_items(params.input)
         fired = self._fired if in_conversation else set(self._fired)
         plan = plan_reply(items, self._script, fired,
                           {call_id: call.rule for call_id, call in self._calls.items()})
@@ -411,14 +351,13 @@ class ScriptedModel:
         self._runs.add(run)
         self.emit("response.created", {"response": run.response("in_progress")})
         run.task = asyncio.get_running_loop().create_task(run.run())
-        run.task.add_done_callback(_report_crash)
 
     def _input_items(self, entries: list[InputItemParam]) -> list[Event]:
         items: list[Event] = []
         for index, entry in enumerate(entries):
             if isinstance(entry, ItemReferenceParam):
                 try:
-                    items.append(self._find(entry.id))
+                    items.append(self.conversation.find(entry.id))
                 except ProtocolError as exc:
                     exc.param = f"response.input[{index}].id"
                     raise
@@ -438,7 +377,7 @@ class ScriptedModel:
             metadata=params.metadata,
             conversation_id=self._conversation_id if in_conversation else None,
             max_output_tokens=params.max_output_tokens or session["max_output_tokens"],
-            input_tokens=_count_tokens(items, session.get("instructions") or ""),
+            input_tokens=count_tokens(items, session.get("instructions") or ""),
             pace_audio=self.pace_audio,
         )
 
@@ -454,7 +393,7 @@ class ScriptedModel:
     # RunHost
     def add_output_item(self, item: Event) -> str | None:
         """Append a generated item to the conversation (RunHost)."""
-        return self._insert(item, None)
+        return self.conversation.insert(item, None)
 
     def note_call(self, call_id: str, call: Call) -> None:
         """Remember the rule behind a call (RunHost)."""
@@ -466,44 +405,6 @@ class ScriptedModel:
             self._active = None
         self._runs.discard(run)
         self._audio_ms.update(run.audio_ms)
-
-
-def as_object(value: object) -> Event | None:
-    """`value` as a JSON object, or None."""
-    return cast(Event, value) if isinstance(value, dict) else None
-
-
-def content_parts(item: Event) -> list[Event]:
-    """The content parts of a message item ([] for other items)."""
-    content = item.get("content")
-    return cast(list[Event], content) if isinstance(content, list) else []
-
-
-def _without_audio(item: Event) -> Event:
-    """Items in added/done events leave out audio bytes, as the GA service does."""
-    content = content_parts(item)
-    if not any("audio" in part for part in content):
-        return item
-    return {**item, "content": [{k: v for k, v in part.items() if k != "audio"}
-                                for part in content]}
-
-
-def _count_tokens(items: Sequence[Event], instructions: str) -> tuple[int, int]:
-    """Plausible (text, audio) input token counts: a token per word, ten per second of audio."""
-    text = len(instructions.split())
-    audio = 0
-    for item in items:
-        for key in ("arguments", "output"):
-            text += len(str(item.get(key) or "").split())
-        for part in content_parts(item):
-            text += len(str(part.get("text") or part.get("transcript") or "").split())
-            audio += len(str(part.get("audio") or "")) * 3 // 4 // 4800
-    return text, audio
-
-
-def _report_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("scripted response crashed", exc_info=task.exception())
 
 
 class ScriptedUpstream:

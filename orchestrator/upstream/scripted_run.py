@@ -8,6 +8,7 @@ mid-reply; with `pace_audio` the audio leaves at real-time pace.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ from typing import Any, Literal, Protocol
 
 from orchestrator.upstream.script import Call, Output, Say
 from orchestrator.upstream.synth import CHUNK_MS, AudioFormat, word_audio
+
+log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 WORD_PATTERN = re.compile(r"\s*\S+")  # a word with the space before it
@@ -122,6 +125,11 @@ class ResponseRun:
             self._close_open()
             reason = self.cancel_reason or "client_cancelled"
             self._finish("cancelled", {"type": "cancelled", "reason": reason})
+            return
+        except Exception as exc:  # a bug here must not leave the conversation "active" forever
+            log.exception("scripted response %s failed", self.id)
+            error = {"type": "server_error", "code": None, "message": f"scripted model: {exc}"}
+            self._finish("failed", {"type": "failed", "error": error})
             return
         self._finish("completed", None)
 

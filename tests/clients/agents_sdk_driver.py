@@ -45,11 +45,10 @@ def _observe(event: RealtimeSessionEvent, seen: Observation) -> None:
         seen.extra.setdefault("server_event_types", []).append(server_type)
         if server_type == "conversation.item.done" and raw["item"].get("type") == "mcp_call":
             seen.extra["mcp_call"] = raw["item"]
-    elif event.type in ("history_updated", "history_added"):
-        items = event.history if event.type == "history_updated" else [event.item]
-        reply = _completed_reply(items)
-        if reply:
-            seen.reply = reply
+    elif event.type == "history_updated":
+        seen.reply = _completed_reply(event.history) or seen.reply
+    elif event.type == "history_added":
+        seen.reply = _completed_reply([event.item]) or seen.reply
 
 
 def _completed_reply(items: list[RealtimeItem]) -> str | None:

@@ -98,7 +98,7 @@ def run(client: str, turn: Callable[[DriverArgs, Observation], Awaitable[None]],
     catch_logs(seen)
     started = time.monotonic()
     # A client library's cleanup can hang after a timeout: a watchdog still reports and exits.
-    watchdog = threading.Timer(args.timeout + 10, _give_up, (seen, started))
+    watchdog = threading.Timer(args.timeout + 15, _give_up, (seen, started))
     watchdog.daemon = True
     watchdog.start()
     try:

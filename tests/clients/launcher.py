@@ -16,7 +16,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 DRIVER_TIMEOUT_S = 20.0
 """The driver's own bound for its whole turn; it exits by itself soon after."""
-_GRACE_S = 20.0  # interpreter start-up, imports and the driver's watchdog margin
+_GRACE_S = 25.0  # interpreter start-up, imports and the driver's watchdog margin (15 s)
 
 # Variables that would aim a client elsewhere or leak our environment into the client venv.
 _DROPPED_ENV = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "OPENAI_API_KEY", "OPENAI_BASE_URL",

@@ -60,10 +60,12 @@ async def turn(args: DriverArgs, seen: Observation) -> None:
     def on_error(error: llm.RealtimeModelError) -> None:
         seen.errors.append(f"{error.label}: {error.error!r} (recoverable={error.recoverable})")
 
-    session.on("generation_created", on_generation)
-    session.on("openai_server_event_received", on_server_event)
-    session.on("openai_client_event_queued", on_client_event)
-    session.on("error", on_error)
+    # `on` is an untyped event emitter (callbacks typed `(...) -> Unknown`).
+    on: Any = session.on  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+    on("generation_created", on_generation)
+    on("openai_server_event_received", on_server_event)
+    on("openai_client_event_queued", on_client_event)
+    on("error", on_error)
     try:
         chat_ctx = session.chat_ctx.copy()
         chat_ctx.add_message(role="user", content=QUESTION)

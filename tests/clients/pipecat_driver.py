@@ -10,6 +10,7 @@ parse `mcp_call` items, hence `tool_events=none`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from typing import Any
 
@@ -35,7 +36,7 @@ class Collector(FrameProcessor):
     """The pipeline's sink: joins text frames; a response end with text is the reply."""
 
     def __init__(self, seen: Observation, done: asyncio.Future[None]) -> None:
-        super().__init__(name="collector")
+        super().__init__(name="collector")  # pyright: ignore[reportUnknownMemberType]
         self.seen = seen
         self.done = done
         self.text: list[str] = []
@@ -102,8 +103,14 @@ async def turn(args: DriverArgs, seen: Observation) -> None:
             running.result()
             raise RuntimeError("the pipeline ended before a reply")
     finally:
-        await worker.cancel(reason="driver done")
-        await asyncio.wait_for(running, 10)
+        # Bounded: with its receive task dead (e.g. on an `mcp_call` item) cancelling can stall.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_stop(worker, running), 5)
+
+
+async def _stop(worker: PipelineWorker, running: asyncio.Task[None]) -> None:
+    await worker.cancel(reason="driver done")
+    await running
 
 
 if __name__ == "__main__":

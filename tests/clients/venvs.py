@@ -1,7 +1,8 @@
 """Build and cache one virtual environment per stock realtime client.
 
 The clients pin things our own environment cannot take (openai-agents needs websockets<17), so
-each lives in `.venv-clients/<client>/` at the repo root and is driven as a subprocess. A venv
+each lives in `.venv-clients/<client>/` at the repo root (or under $ORCHESTRATOR_CLIENT_VENVS)
+and is driven as a subprocess. A venv
 is reused while the hash of its pinned requirements matches the `.complete` marker written as the
 last step of a build; a build holds an exclusive file lock, so parallel runs wait for each other
 and an aborted build (no marker) is wiped and redone. Every step is bounded in time.
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-ROOT = REPO / ".venv-clients"
+ROOT = Path(os.environ.get("ORCHESTRATOR_CLIENT_VENVS") or REPO / ".venv-clients")
+"""Where the venvs live; the variable lets CI keep them outside a fresh clone."""
 BUILD_TIMEOUT_S = 900.0
 """Upper bound for one client's whole build (venv + pip install), lock wait excluded."""
 LOCK_TIMEOUT_S = BUILD_TIMEOUT_S + 60.0

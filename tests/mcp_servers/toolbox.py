@@ -12,11 +12,22 @@ import os
 import sys
 from typing import Any
 
+import anyio
 from mcp import MCPError
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import INVALID_PARAMS, ImageContent, TextContent
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+from mcp.types import (
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    ErrorData,
+    ImageContent,
+    JSONRPCError,
+    JSONRPCRequest,
+    TextContent,
+)
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 # A 1x1 transparent PNG: a real image block for the conversion tests.
@@ -118,9 +129,36 @@ def build_server() -> MCPServer:
     return server
 
 
+async def serve_legacy(server: MCPServer) -> None:
+    """Serve over stdio as a server older than 2026-07-28: the `server/discover` probe is
+    refused, so clients fall back to the `initialize` handshake (and plain notifications)."""
+    lowlevel = server._lowlevel_server  # pyright: ignore[reportPrivateUsage]
+    async with stdio_server() as (read_stream, write_stream):
+        send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+
+        async def refuse_discover() -> None:
+            async with send:
+                async for item in read_stream:
+                    message = item.message if isinstance(item, SessionMessage) else None
+                    if isinstance(message, JSONRPCRequest) and message.method == "server/discover":
+                        error = ErrorData(code=METHOD_NOT_FOUND, message="Method not found")
+                        reply = JSONRPCError(jsonrpc="2.0", id=message.id, error=error)
+                        await write_stream.send(SessionMessage(reply))
+                    else:
+                        await send.send(item)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(refuse_discover)
+            await lowlevel.run(receive, write_stream, lowlevel.create_initialization_options())
+
+
 def main() -> None:
-    """Serve over stdio."""
-    build_server().run()
+    """Serve over stdio (TOOLBOX_LEGACY=1: as a pre-2026 server)."""
+    server = build_server()
+    if os.environ.get("TOOLBOX_LEGACY") == "1":
+        anyio.run(serve_legacy, server)
+    else:
+        server.run()
 
 
 if __name__ == "__main__":
