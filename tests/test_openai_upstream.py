@@ -337,7 +337,7 @@ async def test_paced_sandbox_sends_audio_in_real_time(agents_dir: Path) -> None:
         chunks = sum(1 for f in frames if f["type"] == "response.output_audio.delta")
         assert done["response"]["status"] == "completed"
         # "Front desk here." = 3 words = 9 chunks of 100 ms; the first left at once.
-        assert chunks == 9 and 0.7 <= elapsed < 1.5
+        assert chunks == 9 and 0.7 <= elapsed < 3
         await upstream.aclose()
     finally:
         await handle.aclose()

@@ -319,7 +319,7 @@ async def test_cancel_mid_audio_closes_the_item_as_incomplete() -> None:
     started = time.monotonic()
     await client.send({"type": "response.cancel", "event_id": "cancel_1"})
     events = await client.until("response.done")
-    assert time.monotonic() - started < 0.5  # the pacing wait is interrupted, not sat out
+    assert time.monotonic() - started < 1.0  # well before the 1.5 s the reply would last
     assert _types(events)[-6:] == [
         "response.output_audio.done", "response.output_audio_transcript.done",
         "response.content_part.done", "conversation.item.done", "response.output_item.done",

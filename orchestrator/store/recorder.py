@@ -197,12 +197,16 @@ _CURRENT_AGENT = (
 
 
 def insert_ignoring_duplicates(dialect_name: str) -> Callable[[type[Base]], Insert]:
-    """`INSERT … ON CONFLICT DO NOTHING` for the engine's dialect."""
-    if dialect_name == "postgresql":
-        return lambda model: postgresql.insert(model).on_conflict_do_nothing()
-    if dialect_name == "sqlite":
-        return lambda model: sqlite.insert(model).on_conflict_do_nothing()
-    raise ValueError(f"unsupported database dialect: {dialect_name}")
+    """`INSERT … ON CONFLICT DO NOTHING` per recorded table, for the engine's dialect."""
+    if dialect_name not in ("postgresql", "sqlite"):
+        raise ValueError(f"unsupported database dialect: {dialect_name}")
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    # Built once: statement construction and cache-key generation stay off the per-batch path.
+    statements: dict[type[Base], Insert] = {
+        model: insert(model).on_conflict_do_nothing()
+        for model in (Conversation, Item, ToolCall, Response, Handoff)
+    }
+    return statements.__getitem__
 
 
 async def write_plan(
@@ -331,6 +335,9 @@ class SqlRecorder:
         """Write everything still queued, within the close grace; then stop the writer."""
         task = self._task
         if task is None:
+            if self._queue:
+                logger.error("recorder closed without being started: %d rows unwritten",
+                             len(self._queue))
             return
         self._closing = True
         self._wakeup.set()

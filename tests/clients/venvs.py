@@ -60,9 +60,10 @@ class ClientVenv:
 
 
 def requirements_hash(client: str) -> str:
-    """Hash of the client's pins and of the interpreter version the venv is made from."""
+    """Hash of the client's pins and of the interpreter the venv is made from."""
     pins = "\n".join(sorted(REQUIREMENTS[client]))
-    key = f"{pins}\npython {sys.version_info.major}.{sys.version_info.minor}\n"
+    # The venv's python links to the base interpreter: a moved or upgraded base means a rebuild.
+    key = f"{pins}\npython {sys.version_info.major}.{sys.version_info.minor} {sys.base_prefix}\n"
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -86,7 +87,8 @@ def ensure_venv(client: str) -> ClientVenv:
 
 def _is_complete(path: Path, digest: str) -> bool:
     marker = path / ".complete"
-    return marker.is_file() and marker.read_text().strip() == digest
+    return (marker.is_file() and marker.read_text().strip() == digest
+            and (path / "bin" / "python").exists())
 
 
 @contextmanager
