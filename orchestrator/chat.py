@@ -53,7 +53,7 @@ async def _show_turn(ws: Any) -> bool:
     continuing = False
     speaking = False
     while True:
-        event = json.loads(await ws.recv())
+        event: dict[str, Any] = json.loads(await ws.recv())
         kind = event.get("type")
         if kind in ("response.output_text.delta", "response.output_audio_transcript.delta"):
             if not speaking:
@@ -66,10 +66,11 @@ async def _show_turn(ws: Any) -> bool:
                 console.print()
                 speaking = False
         elif kind == "error":
-            err = event.get("error") or {}
+            err: dict[str, Any] = event.get("error") or {}
             console.print(f"[red]error ({err.get('code')}):[/] {err.get('message')}")
         elif kind == "response.done":
-            status = (event.get("response") or {}).get("status")
+            response: dict[str, Any] = event.get("response") or {}
+            status = response.get("status")
             if status not in (None, "completed"):
                 console.print(f"[yellow]response {status}[/]")
             if not continuing:
@@ -92,5 +93,6 @@ def _show_item(item: dict[str, Any]) -> bool:
             console.print(f"  [dim]→ {item.get('output')}[/]")
         return True
     if kind == "function_call":
-        console.print(f"[yellow]client tool requested:[/] {item.get('name')}({item.get('arguments')})")
+        console.print(
+            f"[yellow]client tool requested:[/] {item.get('name')}({item.get('arguments')})")
     return False

@@ -25,7 +25,8 @@ app.add_typer(conversations_app, name="conversations")
 def serve(
     host: str | None = typer.Option(None, help="Bind address [env ORCHESTRATOR_HOST]"),
     port: int | None = typer.Option(None, help="Port [env ORCHESTRATOR_PORT]"),
-    agents: Path | None = typer.Option(None, help="Agents directory [env ORCHESTRATOR_AGENTS_DIR]"),
+    agents: Path | None = typer.Option(  # noqa: B008
+        None, help="Agents directory [env ORCHESTRATOR_AGENTS_DIR]"),
     database_url: str | None = typer.Option(None, help="[env ORCHESTRATOR_DATABASE_URL]"),
 ) -> None:
     """Serve the realtime endpoint and the admin API (applies migrations first)."""

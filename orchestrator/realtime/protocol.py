@@ -110,12 +110,14 @@ def error_from(exc: ProtocolError) -> str:
 def item_text(item: JsonObject) -> str | None:
     """The readable text of a message item (text parts and audio transcripts joined)."""
     parts: list[str] = []
-    for part in item.get("content") or []:
+    content: Any = item.get("content")
+    for part in content if isinstance(content, list) else []:  # pyright: ignore[reportUnknownVariableType]
         if not isinstance(part, dict):
             continue
-        text = part.get("text")  # type: ignore[union-attr]
+        fields: JsonObject = part  # pyright: ignore[reportUnknownVariableType]
+        text = fields.get("text")
         if text is None:
-            text = part.get("transcript")  # type: ignore[union-attr]
+            text = fields.get("transcript")
         if isinstance(text, str) and text:
             parts.append(text)
     return "\n".join(parts) if parts else None

@@ -66,8 +66,8 @@ class SessionRecording:
 
     def response_created(self, event: JsonObject, agent: str) -> None:
         """A response began."""
-        response = event.get("response") or {}
-        rid = response.get("id") if isinstance(response, dict) else None  # type: ignore[union-attr]
+        response: Any = event.get("response")
+        rid: Any = response.get("id") if isinstance(response, dict) else None  # pyright: ignore[reportUnknownMemberType]
         start = self.turn_end if self.turn_end is not None else time.perf_counter()
         self.active = ResponseTiming(str(rid or ""), agent, now(), start)
         self.turn_end = None

@@ -343,7 +343,7 @@ class RealtimeSession:
 
     async def _retry_without_voice(self, pending: _PendingUpdate) -> None:
         """Voice cannot change after the first audio output: keep everything else."""
-        audio = pending.session.get("audio")
+        audio: Any = pending.session.get("audio")
         if isinstance(audio, dict) and "output" in audio:
-            session = {**pending.session, "audio": {k: v for k, v in audio.items() if k != "output"}}  # type: ignore[union-attr]
-            await self.send_session_update("init", session)
+            kept: JsonObject = {k: v for k, v in audio.items() if k != "output"}  # pyright: ignore[reportUnknownVariableType]
+            await self.send_session_update("init", {**pending.session, "audio": kept})

@@ -78,7 +78,7 @@ async def turn(args: DriverArgs, seen: Observation) -> None:
             text = await replies.get()
             seen.reply = text or None
     finally:
-        for task in readers:
+        for task in list(readers):
             task.cancel()
         await session.aclose()
         await model.aclose()
