@@ -112,7 +112,8 @@ async def _serve(websocket: WebSocket, services: Services) -> None:
     tool_events: ToolEvents = "mcp" if mode == "mcp" else "none"
     settings = services.settings
     try:
-        upstream = await open_upstream(loaded.spec, connect_timeout_s=settings.upstream_connect_timeout_s)
+        upstream = await open_upstream(
+            loaded.spec, connect_timeout_s=settings.upstream_connect_timeout_s)
     except UpstreamError as exc:
         await _refuse(websocket, f"Could not reach the model: {exc}", "upstream_unavailable", 1011)
         return

@@ -67,9 +67,9 @@ class SessionRecording:
     def response_created(self, event: JsonObject, agent: str) -> None:
         """A response began."""
         response: Any = event.get("response")
-        rid: Any = response.get("id") if isinstance(response, dict) else None  # pyright: ignore[reportUnknownMemberType]
+        rid = str(response.get("id") or "") if isinstance(response, dict) else ""  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
         start = self.turn_end if self.turn_end is not None else time.perf_counter()
-        self.active = ResponseTiming(str(rid or ""), agent, now(), start)
+        self.active = ResponseTiming(rid, agent, now(), start)
         self.turn_end = None
 
     def first_output(self) -> None:

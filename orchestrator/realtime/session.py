@@ -131,7 +131,8 @@ class RealtimeSession:
 
     async def _tell_client(self, message: str, code: str) -> None:
         try:
-            await self.outbox.put(protocol.error_event(message, code=code, error_type="server_error"))
+            await self.outbox.put(
+                protocol.error_event(message, code=code, error_type="server_error"))
         except SessionEnd:
             pass
 
@@ -153,8 +154,8 @@ class RealtimeSession:
             await self.outbox.put(frame)
         self._early.clear()
 
-    async def _recv_until(self, kind: str, event_id: str | None, timeout: float) -> JsonObject:
-        async with asyncio.timeout(timeout):
+    async def _recv_until(self, kind: str, event_id: str | None, limit_s: float) -> JsonObject:
+        async with asyncio.timeout(limit_s):
             while True:
                 frame = await self._recv_upstream()
                 event = protocol.parse(frame)
@@ -176,7 +177,8 @@ class RealtimeSession:
         return frame.decode() if isinstance(frame, bytes) else frame
 
     def _agent_session(self) -> JsonObject:
-        return agent_session(self.agent.spec, self.tools.toolset.definitions, self.tools.client_tools)
+        tools = self.tools
+        return agent_session(self.agent.spec, tools.toolset.definitions, tools.client_tools)
 
     async def send_session_update(self, owner: str, session: JsonObject) -> _PendingUpdate:
         """Send a `session.update` of ours upstream and remember who asked for it."""
@@ -233,7 +235,8 @@ class RealtimeSession:
             try:
                 return raw.decode()
             except UnicodeDecodeError:
-                raise ProtocolError("Binary frame is not UTF-8 JSON.", code="invalid_json") from None
+                raise ProtocolError(
+                    "Binary frame is not UTF-8 JSON.", code="invalid_json") from None
         return raw
 
     async def _on_client_event(self, kind: str, event: JsonObject, frame: str) -> None:
@@ -270,7 +273,8 @@ class RealtimeSession:
                 if not exc.clean:
                     await self._tell_client(f"The model connection closed: {exc.reason}",
                                             "upstream_closed")
-                raise SessionEnd("completed" if exc.clean else "failed", "upstream_closed") from None
+                status = "completed" if exc.clean else "failed"
+                raise SessionEnd(status, "upstream_closed") from None
             frame = raw.decode() if isinstance(raw, bytes) else raw
             if protocol.sniff_type(frame) in _PASSTHROUGH_OUTPUT:
                 self.rec.first_output()

@@ -495,8 +495,8 @@ class McpPool:
                 try:
                     tools = await _list_tools(srv.name, client)
                 except Exception as exc:  # the link's own loss is handled by the owner
-                    logger.warning("MCP server %r: tool list refresh failed: %s",
-                                   srv.name, _describe(exc))
+                    logger.info("MCP server %r: tool list refresh failed: %s",
+                                srv.name, _describe(exc))
                     continue
                 self._set_tools(srv, tools)
 
