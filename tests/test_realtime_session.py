@@ -272,3 +272,34 @@ async def test_client_disconnect_mid_tool_call_is_recorded(server: RunningServer
     assert call["duration_ms"] < 15_000
 
 
+
+
+async def test_audio_in_and_out_are_relayed_and_transcripts_recorded(
+        server: RunningServer) -> None:
+    silence = "AAAA" * 4000  # 12,000 bytes of PCM16 = 250 ms at 24 kHz
+    async with connect(server.realtime_url("front"), server.token, text_only=False) as client:
+        await client.send({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": None}}}})
+        await client.until_type("session.updated")
+        for _ in range(3):
+            await client.send({"type": "input_audio_buffer.append", "audio": silence})
+        await client.send({"type": "input_audio_buffer.commit"})
+        await client.send({"type": "response.create"})
+        events = await client.until_type("response.done")
+        await client.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "time in tokyo"}]}})
+        await client.send({"type": "response.create"})
+        events += await client.until(lambda e: e["type"] == "response.done" and not any(
+            i["type"] == "mcp_call" for i in e["response"]["output"]))
+    types = [e["type"] for e in events]
+    assert "input_audio_buffer.committed" in types
+    assert types.count("response.output_audio.delta") >= 2
+    transcript = "".join(e["delta"] for e in events
+                         if e["type"] == "response.output_audio_transcript.delta")
+    assert "Front desk here." in transcript and "Tokyo time:" in transcript
+    record = await timeline(server)
+    said = [e["text"] for e in record["timeline"] if e.get("role") == "assistant"]
+    assert said[0] == "Front desk here." and said[-1].startswith("Tokyo time:")
+    users = [e for e in record["timeline"] if e.get("role") == "user"]
+    assert users[0]["type"] == "message" and users[0]["text"] is None  # audio, no transcript

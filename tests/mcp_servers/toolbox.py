@@ -1,7 +1,12 @@
-"""A small MCP server for the pool's tests, over stdio (`python -m tests.mcp_servers.toolbox`).
+"""A small MCP server for tests, over stdio (`python -m tests.mcp_servers.toolbox`).
 
+Tools: echo(text), add(a, b), fail(message) (an is_error result), refuse(message) (a JSON-RPC
+error), slow(seconds), crash() (the process exits mid-call), pid(), weather(city) (structured
+content), picture() (text + an image block), tally() (counts its own runs), getenv(name),
+shout(lines) (floods stderr), grow(name) (adds a tool and announces the list change).
 Every tool is `async def` so concurrent calls never queue on the SDK's thread pool.
-Runnable by file path too: it imports nothing from this repository.
+With TOOLBOX_LEGACY=1 it behaves as a pre-2026 server. Runnable by file path too: it imports
+nothing from this repository. `toolbox_http.py` serves the same tools over streamable HTTP.
 """
 
 from __future__ import annotations
