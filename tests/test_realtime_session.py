@@ -23,15 +23,15 @@ TIMEOUT = 30
 
 
 @pytest.fixture
-async def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunningServer]:
-    """The real server on the e2e agents, with a sandbox for the `relay` agent, on SQLite."""
+async def server(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 ) -> AsyncIterator[RunningServer]:
+    """The real server on the e2e agents, with a sandbox for the `relay` agent, on each database."""
     sandbox = await start_sandbox(agents_dir=AGENTS)
     monkeypatch.setenv("ORCH_TEST_REPO", str(REPO))
     monkeypatch.setenv("SANDBOX_URL", f"ws://127.0.0.1:{sandbox.port}/v1")
     monkeypatch.setenv("ORCHESTRATOR_API_KEYS", "key-one,key-two")
     try:
-        async with serve(f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}", tmp_path,
-                         agents_dir=AGENTS) as running:
+        async with serve(database_url, tmp_path, agents_dir=AGENTS) as running:
             yield running
     finally:
         await sandbox.aclose()
