@@ -14,7 +14,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from orchestrator.upstream.sandbox import start_sandbox
+from orchestrator.upstream.sandbox import SandboxHandle, start_sandbox
 from tests.realtime_client import Event, connect, text_of
 from tests.server import REPO, RunningServer, serve
 
@@ -23,18 +23,24 @@ TIMEOUT = 30
 
 
 @pytest.fixture
+async def sandbox() -> AsyncIterator[SandboxHandle]:
+    """The scripted model served over WebSocket: the upstream of the `relay` agent."""
+    handle = await start_sandbox(agents_dir=AGENTS)
+    try:
+        yield handle
+    finally:
+        await handle.aclose()
+
+
+@pytest.fixture
 async def server(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                 ) -> AsyncIterator[RunningServer]:
+                 sandbox: SandboxHandle) -> AsyncIterator[RunningServer]:
     """The real server on the e2e agents, with a sandbox for the `relay` agent, on each database."""
-    sandbox = await start_sandbox(agents_dir=AGENTS)
     monkeypatch.setenv("ORCH_TEST_REPO", str(REPO))
     monkeypatch.setenv("SANDBOX_URL", f"ws://127.0.0.1:{sandbox.port}/v1")
     monkeypatch.setenv("ORCHESTRATOR_API_KEYS", "key-one,key-two")
-    try:
-        async with serve(database_url, tmp_path, agents_dir=AGENTS) as running:
-            yield running
-    finally:
-        await sandbox.aclose()
+    async with serve(database_url, tmp_path, agents_dir=AGENTS) as running:
+        yield running
 
 
 async def timeline(server: RunningServer) -> dict[str, Any]:
@@ -303,3 +309,34 @@ async def test_audio_in_and_out_are_relayed_and_transcripts_recorded(
     assert said[0] == "Front desk here." and said[-1].startswith("Tokyo time:")
     users = [e for e in record["timeline"] if e.get("role") == "user"]
     assert users[0]["type"] == "message" and users[0]["text"] is None  # audio, no transcript
+
+
+async def test_unreachable_upstream_gets_a_clear_error(server: RunningServer) -> None:
+    async with websockets.connect(
+            server.realtime_url("unreachable"),
+            additional_headers={"Authorization": f"Bearer {server.token}"}) as ws:
+        error = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        assert error["type"] == "error" and error["error"]["code"] == "upstream_unavailable"
+        assert "nothing-listens-here" not in json.dumps(error)
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+        assert ws.close_code == 1011
+
+
+async def test_upstream_dropping_mid_session_ends_it_cleanly_and_is_recorded(
+        server: RunningServer, sandbox: SandboxHandle) -> None:
+    async with connect(server.realtime_url("relay"), server.token) as client:
+        first = await client.turn("what time is it in tokyo")
+        assert "Tokyo time:" in text_of(first)
+        await sandbox.aclose()  # the model server goes away
+        events = await client.until(lambda e: e["type"] == "error")
+        assert events[-1]["error"]["code"] == "upstream_closed"
+        with pytest.raises(websockets.ConnectionClosed):
+            await client.recv()
+    record = await timeline(server)
+    # The sandbox closed with 1000: a clean end, but the conversation ended upstream.
+    assert (record["status"], record["end_reason"]) == ("completed", "upstream_closed")
+    assert [e["tool"] for e in record["timeline"] if e["kind"] == "tool_call"] == [
+        "get_current_time"]
+    assert any(e.get("role") == "assistant" and "Tokyo time:" in (e["text"] or "")
+               for e in record["timeline"])

@@ -270,9 +270,10 @@ class RealtimeSession:
             try:
                 raw = await self.upstream.recv()
             except UpstreamClosed as exc:
-                if not exc.clean:
-                    await self._tell_client(f"The model connection closed: {exc.reason}",
-                                            "upstream_closed")
+                # Even a clean close (e.g. the upstream's session-length cap) ends the
+                # conversation under the client's feet: say why before closing.
+                await self._tell_client(f"The model connection closed: {exc.reason}",
+                                        "upstream_closed")
                 status = "completed" if exc.clean else "failed"
                 raise SessionEnd(status, "upstream_closed") from None
             frame = raw.decode() if isinstance(raw, bytes) else raw
