@@ -4,6 +4,8 @@ var/orchestrator.db, the example agents), `orchestrator chat demo`, then the aud
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import signal
@@ -15,8 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from openai import AsyncOpenAI
 
 from tests.server import REPO
+from tests.wire import validate_server_event
 
 ORCHESTRATOR = [sys.executable, "-m", "orchestrator"]
 TIMEOUT = 60
@@ -100,3 +104,44 @@ def test_serve_chat_and_conversations(served: tuple[Path, int, subprocess.Popen[
     assert "what time is it in Tokyo?" in show.stdout
     assert "get_current_time" in show.stdout
     assert "Here is the time in Tokyo" in show.stdout
+
+
+def test_sandbox_command_serves_the_scripted_model() -> None:
+    """`orchestrator sandbox`: the demo script over a GA WebSocket, for any realtime client."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*ORCHESTRATOR, "sandbox", "--port", str(port), "--agents", str(REPO / "agents")],
+        text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the sandbox announces itself once it listens
+            if "sandbox on ws://" in line:
+                break
+        else:
+            pytest.fail("sandbox exited before listening")
+        reply = asyncio.run(_sandbox_turn(port))
+    finally:
+        proc.terminate()
+        proc.wait(TIMEOUT)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert reply.startswith("Hello! Ask me what time it is")
+
+
+async def _sandbox_turn(port: int) -> str:
+    client = AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="any")
+    async with client.realtime.connect(model="demo") as conn:
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+        await conn.conversation.item.create(item={
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]})
+        await conn.response.create()
+        text = ""
+        while True:
+            raw = await asyncio.wait_for(conn.recv_bytes(), TIMEOUT)
+            validate_server_event(raw)
+            event = json.loads(raw)
+            if event["type"] == "response.output_text.delta":
+                text += event["delta"]
+            if event["type"] == "response.done":
+                return text

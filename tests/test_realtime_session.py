@@ -216,6 +216,9 @@ async def test_auth_header_subprotocol_and_api_keys(server: RunningServer) -> No
         assert client.ws.subprotocol == "realtime"
     async with connect(url, "key-one") as client:
         assert "Front desk here." in text_of(await client.turn("anything"))
+    alias = f"ws://127.0.0.1:{server.port}/v1/realtime?agent=billing"  # `agent=` is an alias
+    async with connect(alias, "key-two") as client:
+        assert "Billing desk here." in text_of(await client.turn("anything"))
 
 
 async def test_unknown_agent_gets_an_error_event(server: RunningServer) -> None:
