@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Generator
 from contextlib import contextmanager
@@ -93,17 +94,17 @@ def _is_complete(path: Path, digest: str) -> bool:
 
 @contextmanager
 def _locked(lock_path: Path) -> Generator[None]:
-    """Hold an exclusive flock; polled so the wait is bounded (flock itself has no timeout)."""
-    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    """Hold an exclusive flock, waiting for it at most LOCK_TIMEOUT_S.
+
+    flock has no timeout of its own: the blocking call runs in a helper thread and we wait on
+    that thread with one.
+    """
     with lock_path.open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise VenvBuildError(f"timed out waiting for {lock_path}") from None
-                time.sleep(0.5)
+        taker = threading.Thread(target=fcntl.flock, args=(handle, fcntl.LOCK_EX), daemon=True)
+        taker.start()
+        taker.join(LOCK_TIMEOUT_S)
+        if taker.is_alive():
+            raise VenvBuildError(f"timed out waiting for {lock_path}")
         try:
             yield
         finally:
