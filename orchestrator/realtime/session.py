@@ -40,6 +40,9 @@ _PASSTHROUGH_OUTPUT = frozenset({
 })
 
 
+_INTERNAL_EVENTS_KEPT = 512
+
+
 class ClientSink(Protocol):
     """Where frames for the client go."""
 
@@ -184,7 +187,7 @@ class RealtimeSession:
         """Send a `session.update` of ours upstream and remember who asked for it."""
         pending = _PendingUpdate(owner, protocol.new_id("event"), session)
         self._pending_updates.append(pending)
-        self._internal_events[pending.event_id] = pending
+        self._remember_internal(pending.event_id, pending)
         await self.send_upstream(protocol.dumps(
             {"type": "session.update", "event_id": pending.event_id, "session": session}
         ))
@@ -193,8 +196,15 @@ class RealtimeSession:
     async def send_internal(self, event: JsonObject) -> None:
         """Send an event we originate upstream (errors for it are ours, not the client's)."""
         event_id = protocol.new_id("event")
-        self._internal_events[event_id] = None
+        self._remember_internal(event_id, None)
         await self.send_upstream(protocol.dumps({**event, "event_id": event_id}))
+
+    def _remember_internal(self, event_id: str, pending: _PendingUpdate | None) -> None:
+        """Keep our recent event ids, so an upstream error about one is not shown to the
+        client; bounded, since a long session sends thousands."""
+        self._internal_events[event_id] = pending
+        if len(self._internal_events) > _INTERNAL_EVENTS_KEPT:
+            del self._internal_events[next(iter(self._internal_events))]
 
     async def send_upstream(self, frame: str) -> None:
         """Send a frame upstream; a closed upstream ends the session."""
