@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import websockets
 from openai import AsyncOpenAI
 
 from tests.server import REPO
@@ -145,3 +146,43 @@ async def _sandbox_turn(port: int) -> str:
                 text += event["delta"]
             if event["type"] == "response.done":
                 return text
+
+
+def test_stopping_the_server_ends_and_records_live_sessions(
+        served: tuple[Path, int, subprocess.Popen[str]]) -> None:
+    folder, port, proc = served
+    token = (folder / "var" / "admin_token").read_text().strip()
+    close_code = asyncio.run(_live_session_at_shutdown(port, token, proc))
+    assert close_code == 1012  # service restart
+    assert proc.wait(TIMEOUT) in (0, -signal.SIGTERM)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+    url = f"sqlite+aiosqlite:///{folder / 'var' / 'orchestrator.db'}"
+    listing = subprocess.run([*ORCHESTRATOR, "conversations", "list", "--database-url", url],
+                             capture_output=True, text=True, timeout=TIMEOUT,
+                             env=env | {"COLUMNS": "250"})
+    conv_id = next(w for w in listing.stdout.split() if w.startswith("conv_"))
+    shown = subprocess.run(
+        [*ORCHESTRATOR, "conversations", "show", conv_id, "--json", "--database-url", url],
+        capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    detail = json.loads(shown.stdout)
+    assert detail["end_reason"] == "shutdown" and detail["ended_at"] is not None
+    assert any(e.get("role") == "assistant" for e in detail["timeline"])
+
+
+async def _live_session_at_shutdown(port: int, token: str, proc: subprocess.Popen[str]) -> int:
+    url = f"ws://127.0.0.1:{port}/v1/realtime?model=demo"
+    async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"},
+                                  max_queue=None) as ws:
+        await asyncio.wait_for(ws.recv(), TIMEOUT)
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}))
+        await ws.send(json.dumps({"type": "response.create",
+                                  "response": {"output_modalities": ["text"]}}))
+        while json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["type"] != "response.done":
+            pass
+        proc.send_signal(signal.SIGTERM)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), TIMEOUT)
+        assert closed.value.rcvd is not None
+        return closed.value.rcvd.code

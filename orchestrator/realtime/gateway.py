@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 _SUBPROTOCOL_KEY = "openai-insecure-api-key."
+_SERVICE_RESTART = 1012
 
 
 def bearer_key(headers: Any, subprotocols: Iterable[str]) -> str | None:
@@ -52,6 +53,11 @@ class _Client:
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
+        self.close_code: int | None = None
+
+    def end_reason(self) -> str:
+        # uvicorn closes live WebSockets with 1012 (service restart) when the server stops.
+        return "shutdown" if self.close_code == _SERVICE_RESTART else "client_closed"
 
     async def send(self, frame: str) -> None:
         try:
@@ -63,6 +69,7 @@ class _Client:
         while True:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
+                self.close_code = message.get("code")
                 return
             text = message.get("text")
             if text is not None:

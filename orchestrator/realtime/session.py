@@ -50,6 +50,11 @@ class ClientSink(Protocol):
         """Send one text frame; raises SessionEnd once the client is gone."""
         ...
 
+    def end_reason(self) -> str:
+        """Why the client's frames ended (`client_closed`, or `shutdown` when the server is
+        stopping)."""
+        ...
+
 
 class SessionEnd(Exception):
     """Raised by a pump when the conversation is over."""
@@ -88,6 +93,7 @@ class RealtimeSession:
         self.conversation_id = protocol.new_id("conv")
         self.deps = deps
         self.upstream = upstream
+        self.client = client
         self.outbox = Outbox(client.send)
         self.rec = SessionRecording(deps.recorder, self.conversation_id)
         self.tools = TurnTools(self, Presenter(tool_events), agent)
@@ -218,7 +224,7 @@ class RealtimeSession:
     async def _client_pump(self, frames: AsyncIterator[str | bytes]) -> None:
         async for frame in frames:
             await self._on_client_frame(frame)
-        raise SessionEnd("completed", "client_closed")
+        raise SessionEnd("completed", self.client.end_reason())
 
     async def _on_client_frame(self, raw: str | bytes) -> None:
         try:
