@@ -35,6 +35,9 @@ class ServerCall:
     arguments: str = ""
     started: bool = False
     result: ToolResult | None = None
+    previous_item_id: str | None = None
+    task: asyncio.Task[None] | None = None
+    cancelled: bool = False  # by the client's response.cancel
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     t0: float = field(default_factory=time.perf_counter)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -121,11 +124,16 @@ class Presenter:
         """`response.output_item.done` for the call."""
         return self.item_added(call, event)
 
-    def response_done(self, event: JsonObject, calls: dict[str, ServerCall]) -> str:
-        """`response.done` with server calls shown as `mcp_call` items (or left out)."""
+    def response_done(self, event: JsonObject, calls: dict[str, ServerCall],
+                      status: str | None = None) -> str:
+        """`response.done` with server calls shown as `mcp_call` items (or left out); a
+        response the client cancelled while its calls ran is shown as cancelled."""
         response = event.get("response")
         if not isinstance(response, dict):
             return protocol.dumps(event)
+        if status == "cancelled":
+            response = {**response, "status": "cancelled",  # type: ignore[dict-item]
+                        "status_details": {"type": "cancelled", "reason": "client_cancelled"}}
         output: list[JsonObject] = []
         for item in response.get("output") or []:  # type: ignore[union-attr]
             call = calls.get(item.get("id")) if isinstance(item, dict) else None  # type: ignore[union-attr]

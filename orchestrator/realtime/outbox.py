@@ -36,9 +36,10 @@ class Outbox:
         """True while frames wait behind an unfinished entry."""
         return bool(self._queue)
 
-    async def put(self, frame: str) -> None:
-        """Send a frame now, or queue it behind a pending entry."""
-        if self._queue:
+    async def put(self, frame: str, *, ordered: bool = True) -> None:
+        """Send a frame now, or queue it behind a pending entry (unless it need not be
+        `ordered` after them)."""
+        if self._queue and ordered:
             self._queue.append(frame)
         else:
             await self._send(frame)

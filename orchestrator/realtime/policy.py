@@ -81,6 +81,9 @@ def _client_tools(tools: object, server_tools: list[JsonObject], event_id: str |
             raise ProtocolError("Each tool must be an object.", code="invalid_value",
                                 event_id=event_id, param=f"session.tools[{index}]")
         name = tool.get("name")  # type: ignore[union-attr]
+        if "name" in tool and not isinstance(name, str):  # type: ignore[operator]
+            raise ProtocolError("A tool's `name` must be a string.", code="invalid_value",
+                                event_id=event_id, param=f"session.tools[{index}].name")
         if tool.get("type") == "function" and name in taken:  # type: ignore[union-attr]
             raise ProtocolError(
                 f"Tool name {name!r} is already provided by the agent; rename the client tool.",
@@ -101,3 +104,9 @@ def client_view(session: JsonObject, server_tool_names: frozenset[str]) -> JsonO
                     and t.get("name") in server_tool_names)  # type: ignore[union-attr]
         ]
     return shown
+
+
+def voice_update(output: JsonObject) -> JsonObject:
+    """A session object that changes only the output voice (sent on its own: the upstream
+    refuses a voice change once audio was played)."""
+    return {"type": "realtime", "audio": {"output": output}}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -17,7 +17,12 @@ from orchestrator.errors import ProtocolError
 
 JsonObject = dict[str, Any]
 
-_TYPE_PREFIX = re.compile(rb'^\s*\{\s*"type"\s*:\s*"([a-z_.]+)"')
+# `type` first (most producers), or after a string `event_id` (models serialized in field
+# order); or last, closing a flat object (the `openai` SDK's models put `audio` first).
+_TYPE_PREFIX = re.compile(
+    rb'^\s*\{\s*(?:"event_id"\s*:\s*"[^"\\]*"\s*,\s*)?"type"\s*:\s*"([a-z_.]+)"')
+_TYPE_SUFFIX = re.compile(
+    rb'[,{]\s*"type"\s*:\s*"([a-z_.]+)"\s*(?:,\s*"event_id"\s*:\s*"[^"\\]*"\s*)?\}\s*$')
 
 CLIENT_EVENT_TYPES = frozenset({
     "session.update",
@@ -48,9 +53,18 @@ def new_id(prefix: str) -> str:
 
 
 def sniff_type(frame: str | bytes) -> str | None:
-    """The event type if the frame starts with it (no decoding of the rest), else None."""
-    head = frame[:80].encode() if isinstance(frame, str) else frame[:80]
+    """The event type if the frame starts or ends with it (the payload is not decoded).
+
+    A match at the end is trusted only for a flat object (a single closing brace), so a
+    nested `type` is never taken for the event's.
+    """
+    head = frame[:120].encode() if isinstance(frame, str) else frame[:120]
     match = _TYPE_PREFIX.match(head)
+    if match is None:
+        tail = frame[-120:].encode() if isinstance(frame, str) else frame[-120:]
+        match = _TYPE_SUFFIX.search(tail)
+        if match is not None and tail.rstrip().endswith(b"}}"):
+            return None
     return match.group(1).decode() if match else None
 
 
@@ -74,6 +88,13 @@ def event_type(event: JsonObject) -> str:
             event_id=client_event_id(event), param="type",
         )
     return kind
+
+
+def member(value: object, key: str) -> Any:
+    """`value[key]` if `value` is a JSON object, else None (for untrusted nested fields)."""
+    if isinstance(value, dict):
+        return cast(JsonObject, value).get(key)
+    return None
 
 
 def client_event_id(event: JsonObject) -> str | None:

@@ -77,9 +77,11 @@ class SessionDeps:
 
 @dataclass(slots=True)
 class _PendingUpdate:
-    owner: str  # "init" | "client" | "handoff"
+    owner: str  # "init" | "client" | "handoff" | "voice"
     event_id: str
     session: JsonObject = field(default_factory=dict[str, Any])
+    client_tools: list[JsonObject] | None = None  # kept only once the upstream accepts them
+    generated_id: bool = False  # the client gave no event_id; errors must not show ours
 
 
 class RealtimeSession:
@@ -100,7 +102,7 @@ class RealtimeSession:
         self._agent_version = agent_version
         self._client_info = dict(client_info or {}, tool_events=tool_events)
         self._pending_updates: deque[_PendingUpdate] = deque()
-        self._internal_events: dict[str, _PendingUpdate | None] = {}
+        self._internal_events: dict[str, str] = {}  # our event ids -> what they were
         self._early: list[str] = []
         self._tg: asyncio.TaskGroup | None = None
         self.end_status = "completed"
@@ -133,10 +135,15 @@ class RealtimeSession:
             await self.upstream.aclose()
             self.rec.ended(self.end_status, self.end_reason, self.agent.spec.name)
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> asyncio.Task[None]:
         """Run a task owned by this session's task group."""
         assert self._tg is not None
-        self._tg.create_task(coro)
+        return self._tg.create_task(coro)
+
+    async def forward(self, event: JsonObject, frame: str) -> None:
+        """Relay an upstream frame; only frames of a response whose server calls still run
+        wait behind them (a client's item acknowledgement, VAD events, errors do not)."""
+        await self.outbox.put(frame, ordered=not self.outbox.holding or self.tools.holds(event))
 
     async def _tell_client(self, message: str, code: str) -> None:
         try:
@@ -193,22 +200,23 @@ class RealtimeSession:
         """Send a `session.update` of ours upstream and remember who asked for it."""
         pending = _PendingUpdate(owner, protocol.new_id("event"), session)
         self._pending_updates.append(pending)
-        self._remember_internal(pending.event_id, pending)
+        self._remember_internal(pending.event_id, owner)
         await self.send_upstream(protocol.dumps(
             {"type": "session.update", "event_id": pending.event_id, "session": session}
         ))
         return pending
 
-    async def send_internal(self, event: JsonObject) -> None:
+    async def send_internal(self, event: JsonObject) -> str:
         """Send an event we originate upstream (errors for it are ours, not the client's)."""
         event_id = protocol.new_id("event")
-        self._remember_internal(event_id, None)
+        self._remember_internal(event_id, str(event.get("type")))
         await self.send_upstream(protocol.dumps({**event, "event_id": event_id}))
+        return event_id
 
-    def _remember_internal(self, event_id: str, pending: _PendingUpdate | None) -> None:
+    def _remember_internal(self, event_id: str, what: str) -> None:
         """Keep our recent event ids, so an upstream error about one is not shown to the
         client; bounded, since a long session sends thousands."""
-        self._internal_events[event_id] = pending
+        self._internal_events[event_id] = what
         if len(self._internal_events) > _INTERNAL_EVENTS_KEPT:
             del self._internal_events[next(iter(self._internal_events))]
 
@@ -240,6 +248,13 @@ class RealtimeSession:
             await self._on_client_event(kind, event, frame)
         except ProtocolError as exc:
             await self.outbox.put(protocol.error_from(exc))
+        except (SessionEnd, asyncio.CancelledError):
+            raise
+        except Exception:  # a frame we failed to handle must not end the conversation
+            log.exception("could not handle a client frame")
+            await self.outbox.put(protocol.error_event(
+                "The server could not handle this event.", code="server_error",
+                error_type="server_error"))
 
     def _check_frame(self, raw: str | bytes) -> str:
         if len(raw) > self.deps.settings.max_client_frame_bytes:
@@ -261,13 +276,16 @@ class RealtimeSession:
             case "session.update":
                 session, tools = merge_client_update(
                     self.agent.spec, event, self.tools.toolset.definitions, event_id)
-                if tools is not None:
-                    self.tools.client_tools = tools
-                pending = _PendingUpdate("client", event_id or protocol.new_id("event"), session)
+                pending = _PendingUpdate("client", event_id or protocol.new_id("event"), session,
+                                         client_tools=tools, generated_id=event_id is None)
                 self._pending_updates.append(pending)
                 await self.send_upstream(protocol.dumps(
                     {"type": "session.update", "event_id": pending.event_id, "session": session}))
+            case "response.cancel":
+                if not self.tools.client_cancel(event):
+                    await self.send_upstream(frame)
             case "response.create":
+                self.tools.client_create(event)
                 if self.tools.holding_creates:
                     self.tools.deferred_creates.append(frame)
                     return
@@ -311,14 +329,15 @@ class RealtimeSession:
         match kind:
             case "response.created":
                 self.rec.response_created(event, agent)
-                await self.outbox.put(frame)
+                await self.tools.response_created(event)
+                await self.forward(event, frame)
             case "response.done":
                 self.rec.response_done(event, agent)
                 await self.tools.response_done(event, frame)
             case "conversation.item.done":
                 item = event.get("item")
                 if isinstance(item, dict):
-                    self.rec.item_done(item, agent)  # type: ignore[arg-type]
+                    self.rec.item_done(item, self.tools.output_agent(item, agent))  # type: ignore[arg-type]
                 await self.tools.item_event(event, frame, done=True)
             case "conversation.item.added" | "response.output_item.added" | \
                     "response.output_item.done":
@@ -332,39 +351,43 @@ class RealtimeSession:
                 await self._upstream_error(event, frame)
             case "input_audio_buffer.speech_stopped":
                 self.rec.mark_turn_end()
-                await self.outbox.put(frame)
+                await self.forward(event, frame)
             case "conversation.item.input_audio_transcription.completed":
                 self.rec.transcription(event, agent)
-                await self.outbox.put(frame)
+                await self.forward(event, frame)
             case _:
-                await self.outbox.put(frame)
+                await self.forward(event, frame)
 
     async def _session_updated(self, event: JsonObject) -> None:
         if self._pending_updates:
-            self._pending_updates.popleft()
+            pending = self._pending_updates.popleft()
+            if pending.client_tools is not None:
+                self.tools.client_tools = pending.client_tools
         session = event.get("session")
         shown = client_view(session if isinstance(session, dict) else {},  # type: ignore[arg-type]
                             self.tools.server_tool_names)
         await self.outbox.put(protocol.dumps({**event, "session": shown}))
 
     async def _upstream_error(self, event: JsonObject, frame: str) -> None:
-        error = event.get("error")
-        event_id = error.get("event_id") if isinstance(error, dict) else None  # type: ignore[union-attr]
+        error: Any = event.get("error")
+        fields: JsonObject = error if isinstance(error, dict) else {}  # pyright: ignore[reportUnknownVariableType]
+        event_id = fields.get("event_id")
+        generated = False
         for pending in list(self._pending_updates):
             if pending.event_id == event_id:
                 self._pending_updates.remove(pending)
+                generated = pending.generated_id
         if isinstance(event_id, str) and event_id in self._internal_events:
-            pending = self._internal_events.pop(event_id)
-            log.warning("upstream refused an orchestrator event: %s",
-                        error.get("message") if isinstance(error, dict) else error)  # type: ignore[union-attr]
-            if pending is not None and pending.owner == "handoff":
-                await self._retry_without_voice(pending)
+            what = self._internal_events.pop(event_id)
+            log.warning("upstream refused an orchestrator event (%s): %s", what,
+                        fields.get("message"))
+            if what == "response.create":
+                await self.tools.create_refused(_str(fields.get("code")))
             return
-        await self.outbox.put(frame)
+        if generated:  # the client sent no event_id: do not show the one we made up
+            frame = protocol.dumps({**event, "error": {**fields, "event_id": None}})
+        await self.forward(event, frame)
 
-    async def _retry_without_voice(self, pending: _PendingUpdate) -> None:
-        """Voice cannot change after the first audio output: keep everything else."""
-        audio: Any = pending.session.get("audio")
-        if isinstance(audio, dict) and "output" in audio:
-            kept: JsonObject = {k: v for k, v in audio.items() if k != "output"}  # pyright: ignore[reportUnknownVariableType]
-            await self.send_session_update("init", {**pending.session, "audio": kept})
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None

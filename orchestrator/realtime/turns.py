@@ -2,15 +2,19 @@
 
 Rules (design §2, §6): a call starts executing at `response.function_call_arguments.done`;
 once the upstream's `response.done` has arrived and every server call of that response has
-finished, the outputs are sent, then exactly one `response.create`. A handoff's
-`session.update` goes before the outputs so the next response already speaks as the new agent.
+finished, the outputs are sent, then exactly one `response.create`, and never while another
+response is active. A handoff's `session.update` goes before the outputs so the next response
+already speaks as the new agent. A client's `response.create` waits while server calls of the
+turn are unresolved; a client's `response.cancel` of a response whose calls still run cancels
+those calls and the continuation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -19,7 +23,7 @@ from orchestrator.errors import ProtocolError
 from orchestrator.realtime import protocol
 from orchestrator.realtime.calls import Presenter, ServerCall
 from orchestrator.realtime.outbox import Deferred
-from orchestrator.realtime.policy import agent_session
+from orchestrator.realtime.policy import agent_session, voice_update
 from orchestrator.realtime.protocol import JsonObject
 from orchestrator.tools.router import HandoffBinding, McpBinding, Toolset, build_toolset, run_tool
 from orchestrator.tools.types import ToolResult
@@ -28,6 +32,10 @@ if TYPE_CHECKING:
     from orchestrator.realtime.session import RealtimeSession
 
 log = logging.getLogger(__name__)
+
+# Per-response settings a client gave in `response.create` that the continuation keeps.
+_KEPT_RESPONSE_FIELDS = ("output_modalities", "audio", "instructions", "max_output_tokens")
+_ALIASES_KEPT = 512
 
 
 def _error_result(message: str, kind: str = "invalid") -> ToolResult:
@@ -44,20 +52,62 @@ class TurnTools:
         self.agent = agent
         self.toolset: Toolset = build_toolset(agent.spec, session.deps.pool)
         self.client_tools: list[JsonObject] = []
-        self.calls: dict[str, ServerCall] = {}  # by upstream item id
-        self.call_ids: dict[str, ServerCall] = {}
+        self.calls: dict[str, ServerCall] = {}  # by upstream item id, until continued
+        self.call_ids: set[str] = set()  # every call id ever run (never run twice)
         self.by_response: dict[str, list[ServerCall]] = {}
         self.finished: dict[str, str] = {}  # response id -> final status, for responses with calls
-        self.continued: set[str] = set()
         self.client_call_responses: set[str] = set()
         self.hidden_items: set[str] = set()
+        self.output_agents: dict[str, str] = {}  # call id -> agent, until its output is recorded
+        self.aliases: OrderedDict[str, str | None] = OrderedDict()  # hidden item -> shown one
         self.deferred_creates: list[str] = []
         self.holding_creates = False
+        self.active_response: str | None = None
+        self.create_in_flight: str | None = None  # event id of our response.create
+        self.continuation_due = False
+        self.response_params: JsonObject = {}
+        self.held_items: dict[str, str] = {}  # output items of responses with calls -> response
 
     @property
     def server_tool_names(self) -> frozenset[str]:
         """Names of the tools this orchestrator runs for the current agent."""
         return frozenset(self.toolset.bindings)
+
+    # --- what the session asks --------------------------------------------------------------
+
+    def holds(self, event: JsonObject) -> bool:
+        """True if `event` belongs to a response with server calls not yet continued."""
+        rid = event.get("response_id") or protocol.member(event.get("response"), "id")
+        if isinstance(rid, str):
+            return rid in self.by_response
+        item_id = protocol.member(event.get("item"), "id") or event.get("item_id")
+        return isinstance(item_id, str) and (item_id in self.calls or item_id in self.held_items)
+
+    def output_agent(self, item: JsonObject, default: str) -> str:
+        """The agent a finished item is recorded under (a call's output: the calling agent)."""
+        call_id = item.get("call_id")
+        if item.get("type") == "function_call_output" and isinstance(call_id, str):
+            return self.output_agents.pop(call_id, default)
+        return default
+
+    def shown_previous(self, event: JsonObject) -> JsonObject | None:
+        """`event` with a `previous_item_id` the client has seen, or None if it needs no change."""
+        previous = event.get("previous_item_id")
+        if not isinstance(previous, str) or previous not in self.aliases:
+            return None
+        return {**event, "previous_item_id": self._visible(previous)}
+
+    def _visible(self, item_id: str | None) -> str | None:
+        seen = 0
+        while item_id is not None and item_id in self.aliases and seen < _ALIASES_KEPT:
+            item_id = self.aliases[item_id]
+            seen += 1
+        return item_id
+
+    def _alias(self, hidden: str, shown: str | None) -> None:
+        self.aliases[hidden] = shown
+        if len(self.aliases) > _ALIASES_KEPT:
+            self.aliases.popitem(last=False)
 
     # --- interception ----------------------------------------------------------------------
 
@@ -65,23 +115,35 @@ class TurnTools:
         """`conversation.item.added|done` and `response.output_item.added|done`."""
         item = event.get("item")
         if not isinstance(item, dict):
-            await self.session.outbox.put(frame)
+            await self.session.forward(event, frame)
             return
         item_id = item.get("id")  # type: ignore[union-attr]
         call = self.calls.get(item_id) if isinstance(item_id, str) else None
         if call is None and event.get("type") == "response.output_item.added":
             call = self._new_call(event, item)  # type: ignore[arg-type]
         if call is None:
+            rid = event.get("response_id")
+            if isinstance(rid, str) and rid in self.by_response and isinstance(item_id, str):
+                self.held_items[item_id] = rid
             if item_id in self.hidden_items:
+                if done:
+                    self.hidden_items.discard(item_id)  # type: ignore[arg-type]
                 return
-            await self.session.outbox.put(frame)
+            shown = self.shown_previous(event)
+            await self.session.forward(event, frame if shown is None else protocol.dumps(shown))
             return
+        if event.get("type") == "conversation.item.added":
+            call.previous_item_id = event.get("previous_item_id")  # type: ignore[assignment]
+            if self.presenter.mode == "none":
+                self._alias(call.item_id, self._visible(call.previous_item_id))
+        shown_event = self.shown_previous(event) or event
         if not done:
-            await self.session.outbox.put_many(self.presenter.item_added(call, event))
+            await self.session.outbox.put_many(self.presenter.item_added(call, shown_event))
             return
         render = (self.presenter.item_done if event.get("type") == "conversation.item.done"
                   else self.presenter.output_item_done)
-        await self.session.outbox.defer(Deferred(lambda: call.done, lambda: render(call, event)))
+        await self.session.outbox.defer(
+            Deferred(lambda: call.done, lambda: render(call, shown_event)))
 
     def _new_call(self, event: JsonObject, item: JsonObject) -> ServerCall | None:
         if item.get("type") != "function_call":
@@ -108,7 +170,7 @@ class TurnTools:
         item_id = event.get("item_id")
         call = self.calls.get(item_id) if isinstance(item_id, str) else None
         if call is None:
-            await self.session.outbox.put(frame)
+            await self.session.forward(event, frame)
             return
         if event.get("type") == "response.function_call_arguments.delta":
             await self.session.outbox.put_many(
@@ -117,32 +179,57 @@ class TurnTools:
         if call.started:
             return
         call.arguments = str(event.get("arguments") or "")
+        call.started = True
         if call.call_id in self.call_ids:  # a duplicated call id is never run twice
             call.result = _error_result(f"call_id {call.call_id} was already executed")
-            call.started = True
         else:
-            self.call_ids[call.call_id] = call
-            call.started = True
-            self.session.spawn(self._execute(call))
+            self.call_ids.add(call.call_id)
+            call.task = self.session.spawn(self._execute(call))
         await self.session.outbox.put_many(self.presenter.arguments_done(call))
+
+    async def response_created(self, event: JsonObject) -> None:
+        """A response began upstream (ours, the client's, or one the model started itself)."""
+        self.active_response = str(protocol.member(event.get("response"), "id") or "")
+        self.create_in_flight = None
 
     async def response_done(self, event: JsonObject, frame: str) -> None:
         """The upstream finished a response: continue after its server calls."""
         response = event.get("response")
         rid = str(response.get("id") or "") if isinstance(response, dict) else ""  # type: ignore[union-attr]
+        if self.active_response == rid:
+            self.active_response = None
         calls = self.by_response.get(rid)
         if not calls:
-            await self.session.outbox.put(frame)
-            if not any(r not in self.continued for r in self.by_response):
-                await self._release_creates()
+            await self.session.forward(event, frame)
+        else:
+            status = str(response.get("status") or "") if isinstance(response, dict) else ""  # type: ignore[union-attr]
+            self.finished[rid] = self.finished.get(rid) or status
+            mine = {c.item_id: c for c in calls}
+            await self.session.outbox.defer(Deferred(
+                lambda: all(c.done for c in calls),
+                lambda: [self.presenter.response_done(event, mine, self.finished.get(rid))],
+            ))
+            await self._maybe_continue(rid)
+        await self._after_response()
+
+    async def _after_response(self) -> None:
+        """No response is active any more: send what waited for that."""
+        if self.active_response is not None or self.create_in_flight is not None:
             return
-        status = str(response.get("status") or "") if isinstance(response, dict) else ""  # type: ignore[union-attr]
-        self.finished[rid] = status
-        await self.session.outbox.defer(Deferred(
-            lambda: all(c.done for c in calls),
-            lambda: [self.presenter.response_done(event, self.calls)],
-        ))
-        await self._maybe_continue(rid)
+        if self.continuation_due:
+            self.continuation_due = False
+            await self._create()
+        elif not self.by_response:
+            await self._release_creates()
+
+    async def create_refused(self, code: str | None) -> None:
+        """The upstream refused our `response.create`."""
+        self.create_in_flight = None
+        if code == "conversation_already_has_active_response" and self.active_response:
+            self.continuation_due = True  # retried when that response is done
+            return
+        log.warning("the model refused the continuation response (%s); the turn ends here", code)
+        await self._release_creates()
 
     def check_client_item(self, event: JsonObject, event_id: str | None) -> None:
         """Refuse a client's output for a call the server runs."""
@@ -154,14 +241,42 @@ class TurnTools:
                     f"Call {call_id} is executed by the server; its output cannot be set by the "
                     "client.", code="invalid_value", event_id=event_id, param="item.call_id")
 
+    def client_create(self, event: JsonObject) -> None:
+        """Remember a client's per-response settings for the continuation of its turn."""
+        response = event.get("response")
+        fields: JsonObject = response if isinstance(response, dict) else {}  # type: ignore[assignment]
+        self.response_params = {k: fields[k] for k in _KEPT_RESPONSE_FIELDS if k in fields}
+
+    def client_cancel(self, event: JsonObject) -> bool:
+        """Absorb a `response.cancel` of a response whose server calls still run.
+
+        The upstream's response is already over; to the client it is still in progress. The
+        calls are cancelled, the response is shown as cancelled, nothing continues it.
+        """
+        wanted = event.get("response_id")
+        for rid, calls in self.by_response.items():
+            if rid not in self.finished or (wanted not in (None, rid)):
+                continue
+            if all(c.done for c in calls):
+                continue
+            self.finished[rid] = "cancelled"
+            for call in calls:
+                if call.task is not None and not call.done:
+                    call.cancelled = True
+                    call.task.cancel()
+            return True
+        return False
+
     # --- execution -------------------------------------------------------------------------
 
     async def _execute(self, call: ServerCall) -> None:
         try:
             call.result = await self._run(call)
         except asyncio.CancelledError:
-            self.session.rec.tool_call(call)  # recorded as cancelled
-            raise
+            if not call.cancelled:
+                self.session.rec.tool_call(call)  # the session is ending: recorded as cancelled
+                raise
+            call.result = _error_result("cancelled by the client", "tool")
         except Exception as exc:  # a bug in a tool path must not end the conversation
             log.exception("tool call %s failed unexpectedly", call.name)
             call.result = _error_result(f"internal error: {type(exc).__name__}", "protocol")
@@ -174,6 +289,9 @@ class TurnTools:
         binding = call.binding
         if isinstance(binding, McpBinding):
             return await run_tool(self.session.deps.pool, binding, call.arguments)
+        problem = _handoff_arguments_problem(call.arguments)
+        if problem is not None:
+            return _error_result(problem)
         target = self.session.deps.registry.get(binding.agent)
         if target is None:
             return _error_result(f"agent {binding.agent!r} is not available")
@@ -186,27 +304,51 @@ class TurnTools:
     async def _maybe_continue(self, rid: str) -> None:
         calls = self.by_response.get(rid, [])
         status = self.finished.get(rid)
-        if status is None or rid in self.continued or not all(c.done for c in calls):
+        if status is None or not calls or not all(c.done for c in calls):
             return
-        self.continued.add(rid)
-        executed = [c for c in calls if c.result is not None]
+        del self.by_response[rid]
+        executed = [c for c in calls if c.result is not None and c.started]
         handoffs = [c for c in executed if isinstance(c.binding, HandoffBinding)
                     and c.result is not None and not c.result.is_error]
-        if handoffs:
+        if handoffs and status == "completed":
             await self._switch_agent(handoffs[-1])
         for call in executed:
-            assert call.result is not None
-            item_id = protocol.new_id("item")
-            self.hidden_items.add(item_id)
-            await self.session.send_internal({"type": "conversation.item.create", "item": {
-                "type": "function_call_output", "id": item_id, "call_id": call.call_id,
-                "output": call.result.output,
-            }})
+            await self._send_output(call)
+        self._forget(rid, calls)
         if executed and status == "completed" and rid not in self.client_call_responses:
-            self.session.rec.mark_turn_end()
-            await self.session.send_internal({"type": "response.create"})
-        else:
+            if self.active_response is not None or self.create_in_flight is not None:
+                self.continuation_due = True
+            else:
+                await self._create()
+        elif not self.by_response:
             await self._release_creates()
+        self.client_call_responses.discard(rid)
+
+    async def _send_output(self, call: ServerCall) -> None:
+        assert call.result is not None
+        item_id = protocol.new_id("item")
+        self.hidden_items.add(item_id)
+        self.output_agents[call.call_id] = call.agent
+        self._alias(item_id, call.item_id if self.presenter.mode == "mcp"
+                    else self._visible(call.item_id))
+        await self.session.send_internal({"type": "conversation.item.create", "item": {
+            "type": "function_call_output", "id": item_id, "call_id": call.call_id,
+            "output": call.result.output,
+        }})
+
+    def _forget(self, rid: str, calls: list[ServerCall]) -> None:
+        self.finished.pop(rid, None)
+        for call in calls:
+            self.calls.pop(call.item_id, None)
+        for item_id in [i for i, r in self.held_items.items() if r == rid]:
+            del self.held_items[item_id]
+
+    async def _create(self) -> None:
+        self.session.rec.mark_turn_end()
+        event: JsonObject = {"type": "response.create"}
+        if self.response_params:
+            event["response"] = dict(self.response_params)
+        self.create_in_flight = await self.session.send_internal(event)
 
     async def _release_creates(self) -> None:
         self.holding_creates = False
@@ -224,11 +366,35 @@ class TurnTools:
         self.agent = target
         self.toolset = build_toolset(target.spec, self.session.deps.pool)
         session = agent_session(target.spec, self.toolset.definitions, self.client_tools)
+        # The voice goes in its own update: the upstream refuses a voice change once audio
+        # was played, and that must not take the instructions and tools down with it.
+        audio: dict[str, Any] = session.pop("audio", None) or {}
+        voice = audio.pop("output", None)
+        if audio:
+            session["audio"] = audio
         await self.session.send_session_update("handoff", session)
+        if voice is not None:
+            await self.session.send_session_update("voice", voice_update(voice))
         use_script = getattr(self.session.upstream, "use_script", None)
         if callable(use_script):
             use_script(target.spec.script or [])
         self.session.rec.handoff(previous, target.spec.name, call.call_id, _reason(call.arguments))
+
+
+def _handoff_arguments_problem(arguments: str) -> str | None:
+    """Why a handoff's arguments are invalid, or None (schema: {reason?: string})."""
+    try:
+        parsed: Any = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        return "arguments are not valid JSON"
+    if not isinstance(parsed, dict):
+        return "arguments must be a JSON object"
+    extra = {str(k) for k in cast(dict[Any, Any], parsed)} - {"reason"}
+    if extra:
+        return f"unexpected arguments: {', '.join(sorted(extra))}"
+    if not isinstance(parsed.get("reason", ""), str):  # type: ignore[union-attr]
+        return "`reason` must be a string"
+    return None
 
 
 def _reason(arguments: str) -> str | None:
