@@ -5,8 +5,8 @@ recording, per-session state.
 Two upstreams: the scripted model (agents `desk`, `desk2`), and a fake GA server written
 frame by frame in each test (agents `fake`, `fakeb`, reached through the `openai` provider),
 for model behaviour the scripted model cannot produce (several calls in one response, a
-response the model starts by itself, refusals). Tests marked `xfail(strict=True)` demonstrate
-bugs; the others are regression tests.
+response the model starts by itself, refusals). The findings section holds the defects the
+review found, now fixed, as regression tests.
 """
 
 from __future__ import annotations
@@ -460,7 +460,7 @@ async def test_chained_calls_and_a_client_create_held_across_them(review: Review
     assert_response_flow(events)
 
 
-# --- findings of the relay review: fixed, except the one marked xfail -------------------
+# --- findings of the relay review, all fixed ---------------------------------------------
 
 
 async def test_continuation_waits_for_a_response_the_model_started(review: Review) -> None:
@@ -607,10 +607,6 @@ async def test_unhashable_client_tool_name_gets_an_error(review: Review) -> None
         assert "Desk here." in text_of(await client.turn("hello"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "calls.py Presenter in `none` mode drops a hidden call's items but not its output_index: "
-    "a message after a server call arrives at output_index 1 of a response whose output "
-    "(as shown) has one item"))
 async def test_tool_events_none_output_indexes_stay_dense(review: Review) -> None:
     async with review.client("fake", "&tool_events=none") as client:
         up = await review.upstream()

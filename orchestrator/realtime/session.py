@@ -143,6 +143,8 @@ class RealtimeSession:
     async def forward(self, event: JsonObject, frame: str) -> None:
         """Relay an upstream frame; only frames of a response whose server calls still run
         wait behind them (a client's item acknowledgement, VAD events, errors do not)."""
+        if self.tools.renumbering:
+            frame = self.tools.renumbered(event) or frame
         await self.outbox.put(frame, ordered=not self.outbox.holding or self.tools.holds(event))
 
     async def _tell_client(self, message: str, code: str) -> None:
@@ -311,7 +313,7 @@ class RealtimeSession:
                 status = "completed" if exc.clean else "failed"
                 raise SessionEnd(status, "upstream_closed") from None
             frame = raw.decode() if isinstance(raw, bytes) else raw
-            if protocol.sniff_type(frame) in _PASSTHROUGH_OUTPUT:
+            if protocol.sniff_type(frame) in _PASSTHROUGH_OUTPUT and not self.tools.renumbering:
                 self.rec.first_output()
                 await self.outbox.put(frame)
                 continue
@@ -342,6 +344,10 @@ class RealtimeSession:
             case "conversation.item.added" | "response.output_item.added" | \
                     "response.output_item.done":
                 await self.tools.item_event(event, frame, done=kind == "response.output_item.done")
+            case "response.output_audio.delta" | "response.output_audio_transcript.delta" | \
+                    "response.output_text.delta":  # only while hidden calls shift indexes
+                self.rec.first_output()
+                await self.forward(event, frame)
             case "response.function_call_arguments.delta" | "response.function_call_arguments.done":
                 self.rec.first_output()
                 await self.tools.arguments_event(event, frame)

@@ -83,6 +83,19 @@ class TurnTools:
         item_id = protocol.member(event.get("item"), "id") or event.get("item_id")
         return isinstance(item_id, str) and (item_id in self.calls or item_id in self.held_items)
 
+    @property
+    def renumbering(self) -> bool:
+        """True while hidden (`tool_events=none`) calls leave gaps in `output_index`."""
+        return self.presenter.mode == "none" and bool(self.by_response)
+
+    def renumbered(self, event: JsonObject) -> str | None:
+        """`event` with its `output_index` closed up over hidden calls, or None if unchanged."""
+        index, rid = event.get("output_index"), event.get("response_id")
+        if not isinstance(index, int) or not isinstance(rid, str):
+            return None
+        shift = sum(1 for c in self.by_response.get(rid, ()) if c.output_index < index)
+        return protocol.dumps({**event, "output_index": index - shift}) if shift else None
+
     def output_agent(self, item: JsonObject, default: str) -> str:
         """The agent a finished item is recorded under (a call's output: the calling agent)."""
         call_id = item.get("call_id")
@@ -130,7 +143,8 @@ class TurnTools:
                     self.hidden_items.discard(item_id)  # type: ignore[arg-type]
                 return
             shown = self.shown_previous(event)
-            await self.session.forward(event, frame if shown is None else protocol.dumps(shown))
+            await self.session.forward(shown or event,
+                                       frame if shown is None else protocol.dumps(shown))
             return
         if event.get("type") == "conversation.item.added":
             call.previous_item_id = event.get("previous_item_id")  # type: ignore[assignment]
