@@ -259,7 +259,8 @@ async def test_a_hung_server_times_out_while_another_answers() -> None:
 
 
 async def test_start_is_bounded_when_a_server_never_answers() -> None:
-    silent = McpServerSpec(command=["python", "-c", "import time; time.sleep(60)"])
+    # A process that reads its requests and never answers them.
+    silent = McpServerSpec(command=["python", "-c", "import sys; sys.stdin.read()"])
     started = time.perf_counter()
     async with running({"silent": silent}, connect_timeout_s=1.0) as pool:
         assert time.perf_counter() - started < 3.0
