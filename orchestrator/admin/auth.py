@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import HTTPException, status
 from fastapi.security import HTTPBearer
 
@@ -12,13 +10,6 @@ admin_bearer = HTTPBearer(
     auto_error=False, scheme_name="AdminToken",
     description="The admin token (ORCHESTRATOR_ADMIN_TOKEN, or the one printed by `serve`).",
 )
-
-
-def token_matches(presented: str | None, expected: str) -> bool:
-    """Whether the presented token is the admin token; never true for an unset admin token."""
-    if not presented or not expected:
-        return False
-    return hmac.compare_digest(presented.encode(), expected.encode())
 
 
 def unauthorized() -> HTTPException:

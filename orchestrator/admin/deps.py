@@ -13,7 +13,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.admin.auth import admin_bearer, token_matches, unauthorized
+from orchestrator.admin.auth import admin_bearer, unauthorized
+from orchestrator.keys import token_matches
 from orchestrator.services import Services
 
 

@@ -40,7 +40,6 @@ class ServerCall:
     cancelled: bool = False  # by the client's response.cancel
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     t0: float = field(default_factory=time.perf_counter)
-    finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def server_label(self) -> str:
@@ -77,7 +76,7 @@ class Presenter:
     mode: ToolEvents
 
     def item_added(self, call: ServerCall, event: JsonObject) -> list[str]:
-        """`response.output_item.added` / `conversation.item.added` for the call."""
+        """The call's item in an `…item.added` event, or in `response.output_item.done`."""
         if self.mode == "none":
             return []
         shown = {k: v for k, v in event.items() if k != "item"}
@@ -119,10 +118,6 @@ class Presenter:
                 f"response.mcp_call.{kind}", item_id=call.item_id, output_index=call.output_index,
             ))
         return [*frames, *self.item_added(call, event)]
-
-    def output_item_done(self, call: ServerCall, event: JsonObject) -> list[str]:
-        """`response.output_item.done` for the call."""
-        return self.item_added(call, event)
 
     def response_done(self, event: JsonObject, calls: dict[str, ServerCall],
                       status: str | None = None) -> str:

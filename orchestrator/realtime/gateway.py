@@ -3,7 +3,6 @@ connection (design §4.3)."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -12,6 +11,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
 from orchestrator.errors import UpstreamError
+from orchestrator.keys import token_matches
 from orchestrator.realtime import protocol
 from orchestrator.realtime.calls import ToolEvents
 from orchestrator.realtime.session import RealtimeSession, SessionDeps, SessionEnd
@@ -38,14 +38,9 @@ def bearer_key(headers: Any, subprotocols: Iterable[str]) -> str | None:
 
 def key_allowed(services: Services, key: str | None) -> bool:
     """True if `key` is the admin token or a configured API key (timing-safe comparisons)."""
-    if not key:
-        return False
-    candidates = [services.admin_token, *services.api_keys]
-    matched = False
-    for candidate in candidates:
-        if candidate and hmac.compare_digest(candidate.encode(), key.encode()):
-            matched = True
-    return matched
+    # Every candidate is compared, so the time taken does not tell which one matched.
+    results = [token_matches(key, c) for c in (services.admin_token, *services.api_keys)]
+    return any(results)
 
 
 class _Client:

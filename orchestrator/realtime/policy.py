@@ -12,8 +12,9 @@ from orchestrator.realtime.protocol import JsonObject
 
 
 def agent_session(agent: AgentSpec, server_tools: list[JsonObject], client_tools: list[JsonObject],
-                  ) -> JsonObject:
-    """The `session` object of the `session.update` that configures the upstream for `agent`."""
+                  *, voice: bool = True) -> JsonObject:
+    """The `session` object of the `session.update` that configures the upstream for `agent`
+    (without its voice when `voice` is false: see `voice_update`)."""
     session: JsonObject = {
         "type": "realtime",
         "instructions": agent.instructions,
@@ -23,7 +24,7 @@ def agent_session(agent: AgentSpec, server_tools: list[JsonObject], client_tools
     if agent.output_modalities:
         session["output_modalities"] = list(agent.output_modalities)
     audio: dict[str, Any] = {}
-    if agent.voice:
+    if agent.voice and voice:
         audio["output"] = {"voice": agent.voice}
     if agent.turn_detection is not None:
         detection = agent.turn_detection
@@ -106,7 +107,9 @@ def client_view(session: JsonObject, server_tool_names: frozenset[str]) -> JsonO
     return shown
 
 
-def voice_update(output: JsonObject) -> JsonObject:
-    """A session object that changes only the output voice (sent on its own: the upstream
-    refuses a voice change once audio was played)."""
-    return {"type": "realtime", "audio": {"output": output}}
+def voice_update(agent: AgentSpec) -> JsonObject | None:
+    """A session object that changes only the output voice, if the agent has one (sent on its
+    own: the upstream refuses a voice change once audio was played)."""
+    if not agent.voice:
+        return None
+    return {"type": "realtime", "audio": {"output": {"voice": agent.voice}}}

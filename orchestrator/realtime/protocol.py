@@ -97,6 +97,11 @@ def member(value: object, key: str) -> Any:
     return None
 
 
+def string(value: object) -> str | None:
+    """`value` if it is a string, else None."""
+    return value if isinstance(value, str) else None
+
+
 def client_event_id(event: JsonObject) -> str | None:
     """The client's `event_id`, if it gave a string one."""
     value = event.get("event_id")

@@ -10,6 +10,7 @@ from typing import Any
 from orchestrator.realtime import protocol
 from orchestrator.realtime.calls import ServerCall
 from orchestrator.realtime.protocol import JsonObject
+from orchestrator.realtime.protocol import string as _str
 from orchestrator.store.records import (
     ConversationEnded,
     ConversationStarted,
@@ -149,7 +150,3 @@ class SessionRecording:
         self.recorder.record(HandoffRecorded(
             self.conversation_id, from_agent, to_agent, call_id, now(), reason,
         ))
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None

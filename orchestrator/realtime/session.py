@@ -288,8 +288,7 @@ class RealtimeSession:
                     await self.send_upstream(frame)
             case "response.create":
                 self.tools.client_create(event)
-                if self.tools.holding_creates:
-                    self.tools.deferred_creates.append(frame)
+                if self.tools.hold_create(frame):
                     return
                 self.rec.mark_turn_end()
                 await self.send_upstream(frame)
@@ -388,12 +387,8 @@ class RealtimeSession:
             log.warning("upstream refused an orchestrator event (%s): %s", what,
                         fields.get("message"))
             if what == "response.create":
-                await self.tools.create_refused(_str(fields.get("code")))
+                await self.tools.create_refused(protocol.string(fields.get("code")))
             return
         if generated:  # the client sent no event_id: do not show the one we made up
             frame = protocol.dumps({**event, "error": {**fields, "event_id": None}})
         await self.forward(event, frame)
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None

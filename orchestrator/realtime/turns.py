@@ -155,9 +155,15 @@ class TurnTools:
             await self.session.outbox.put_many(self.presenter.item_added(call, shown_event))
             return
         render = (self.presenter.item_done if event.get("type") == "conversation.item.done"
-                  else self.presenter.output_item_done)
+                  else self.presenter.item_added)
         await self.session.outbox.defer(
             Deferred(lambda: call.done, lambda: render(call, shown_event)))
+
+    def hold_create(self, frame: str) -> bool:
+        """Keep a client's `response.create` while server calls of its turn are unresolved."""
+        if self.holding_creates:
+            self.deferred_creates.append(frame)
+        return self.holding_creates
 
     def _new_call(self, event: JsonObject, item: JsonObject) -> ServerCall | None:
         if item.get("type") != "function_call":
@@ -294,7 +300,6 @@ class TurnTools:
         except Exception as exc:  # a bug in a tool path must not end the conversation
             log.exception("tool call %s failed unexpectedly", call.name)
             call.result = _error_result(f"internal error: {type(exc).__name__}", "protocol")
-        call.finished.set()
         self.session.rec.tool_call(call)
         await self.session.outbox.flush()
         await self._maybe_continue(call.response_id)
@@ -303,9 +308,10 @@ class TurnTools:
         binding = call.binding
         if isinstance(binding, McpBinding):
             return await run_tool(self.session.deps.pool, binding, call.arguments)
-        problem = _handoff_arguments_problem(call.arguments)
-        if problem is not None:
-            return _error_result(problem)
+        try:
+            handoff_reason(call.arguments)
+        except ValueError as exc:
+            return _error_result(str(exc))
         target = self.session.deps.registry.get(binding.agent)
         if target is None:
             return _error_result(f"agent {binding.agent!r} is not available")
@@ -379,42 +385,34 @@ class TurnTools:
         previous = self.agent.spec.name
         self.agent = target
         self.toolset = build_toolset(target.spec, self.session.deps.pool)
-        session = agent_session(target.spec, self.toolset.definitions, self.client_tools)
         # The voice goes in its own update: the upstream refuses a voice change once audio
         # was played, and that must not take the instructions and tools down with it.
-        audio: dict[str, Any] = session.pop("audio", None) or {}
-        voice = audio.pop("output", None)
-        if audio:
-            session["audio"] = audio
+        session = agent_session(target.spec, self.toolset.definitions, self.client_tools,
+                                voice=False)
         await self.session.send_session_update("handoff", session)
+        voice = voice_update(target.spec)
         if voice is not None:
-            await self.session.send_session_update("voice", voice_update(voice))
+            await self.session.send_session_update("voice", voice)
         use_script = getattr(self.session.upstream, "use_script", None)
         if callable(use_script):
             use_script(target.spec.script or [])
-        self.session.rec.handoff(previous, target.spec.name, call.call_id, _reason(call.arguments))
+        self.session.rec.handoff(previous, target.spec.name, call.call_id,
+                                 handoff_reason(call.arguments))
 
 
-def _handoff_arguments_problem(arguments: str) -> str | None:
-    """Why a handoff's arguments are invalid, or None (schema: {reason?: string})."""
+def handoff_reason(arguments: str) -> str | None:
+    """The `reason` of a handoff call; ValueError if the arguments break `{reason?: string}`."""
     try:
         parsed: Any = orjson.loads(arguments or "{}")
     except orjson.JSONDecodeError:
-        return "arguments are not valid JSON"
+        raise ValueError("arguments are not valid JSON") from None
     if not isinstance(parsed, dict):
-        return "arguments must be a JSON object"
-    extra = {str(k) for k in cast(dict[Any, Any], parsed)} - {"reason"}
+        raise ValueError("arguments must be a JSON object")
+    fields = cast(dict[str, Any], parsed)
+    extra = set(fields) - {"reason"}
     if extra:
-        return f"unexpected arguments: {', '.join(sorted(extra))}"
-    if not isinstance(parsed.get("reason", ""), str):  # type: ignore[union-attr]
-        return "`reason` must be a string"
-    return None
-
-
-def _reason(arguments: str) -> str | None:
-    try:
-        parsed: Any = orjson.loads(arguments or "{}")
-    except orjson.JSONDecodeError:
-        return None
-    reason = parsed.get("reason") if isinstance(parsed, dict) else None  # type: ignore[union-attr]
-    return reason if isinstance(reason, str) else None
+        raise ValueError(f"unexpected arguments: {', '.join(sorted(extra))}")
+    reason = fields.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError("`reason` must be a string")
+    return reason
