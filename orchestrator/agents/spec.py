@@ -25,6 +25,29 @@ class ToolAttachment(_Strict):
         description="Prepended to each tool name as the model sees it",
     )
     timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    deny: list[str] = Field(
+        default_factory=list[str], description="Tools never shown to nor run for the model")
+    require_approval: list[str] | Literal["always"] = Field(
+        default_factory=list[str],
+        description="Tools (or `always`: all) the client must approve before each call",
+    )
+    approval_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    filler: str | None = Field(
+        default=None, min_length=1,
+        description="Said by the model when a call runs longer than `filler_after_s`",
+    )
+    filler_after_s: float = Field(default=2.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _allow_deny_disjoint(self) -> ToolAttachment:
+        both = sorted(set(self.allow or ()) & set(self.deny))
+        if both:
+            raise ValueError(f"tools both allowed and denied: {', '.join(both)}")
+        return self
+
+    def needs_approval(self, tool: str) -> bool:
+        """Whether a call of `tool` (its name on the server) waits for the client's approval."""
+        return self.require_approval == "always" or tool in self.require_approval
 
 
 class HandoffSpec(_Strict):
@@ -47,6 +70,15 @@ class ScriptRule(_Strict):
         default=False,
         description="`call` names a tool the client declares itself (answered by the client)",
     )
+    refused: bool = Field(
+        default=False,
+        description="`call` names a tool the agent may not run, on purpose (exercises the "
+                    "refusal); the load-time check that the agent has it is skipped",
+    )
+    raw_arguments: str | None = Field(
+        default=None, description="The exact arguments text to send (may be invalid JSON)")
+    call_id: str | None = Field(
+        default=None, description="A fixed call_id (repeat the rule to duplicate a call)")
 
     @field_validator("when")
     @classmethod
@@ -64,6 +96,8 @@ class ScriptRule(_Strict):
             raise ValueError("a rule needs at least one of `call`, `say` or `handoff`")
         if self.call is not None and self.handoff is not None:
             raise ValueError("a rule cannot both `call` a tool and `handoff`")
+        if self.raw_arguments is not None and self.arguments:
+            raise ValueError("give `arguments` or `raw_arguments`, not both")
         return self
 
 

@@ -41,7 +41,7 @@ def static_problems(agent: LoadedAgent) -> list[Problem]:
     problems = _name_problems(agent, names, dynamic_only=False)
     known = {v.name for v in names}
     for i, rule in enumerate(agent.spec.script or []):
-        if rule.call is not None and not rule.client and not _possible(
+        if rule.call is not None and not (rule.client or rule.refused) and not _possible(
                 agent.spec, rule.call, known):
             problems.append(_not_a_tool(agent, i, rule.call))
     return problems
@@ -59,7 +59,8 @@ def tool_problems(
     visible = {v.name for v in names}
     for i, rule in enumerate(spec.script or []):
         call = rule.call
-        if call is None or rule.client or call in visible or not _possible(spec, call, static):
+        if (call is None or rule.client or rule.refused or call in visible
+                or not _possible(spec, call, static)):
             continue  # fine, or already reported by static_problems
         if not _from_unreachable(spec, call, tools_by_server):
             problems.append(_not_a_tool(agent, i, call))
@@ -90,6 +91,8 @@ def _listed_names(
         if tool.allow is not None or listed is None:
             continue
         for info in listed:
+            if info.name in tool.deny:
+                continue
             origin = f"MCP server '{tool.mcp}'"
             names.append(_Visible((tool.prefix or "") + info.name, ("tools", i, "mcp"), origin,
                                   False))

@@ -15,7 +15,7 @@ from typing import Literal
 
 from orchestrator.realtime import protocol
 from orchestrator.realtime.protocol import JsonObject
-from orchestrator.tools.router import Binding, HandoffBinding
+from orchestrator.tools.router import Binding, HandoffBinding, McpBinding
 from orchestrator.tools.types import ToolResult
 
 ToolEvents = Literal["mcp", "none"]
@@ -38,20 +38,22 @@ class ServerCall:
     previous_item_id: str | None = None
     task: asyncio.Task[None] | None = None
     cancelled: bool = False  # by the client's response.cancel
+    policy: str | None = None  # why the policy stopped it: denied, invalid_arguments, ...
+    row_call_id: str | None = None  # a duplicate's own call id in the record
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     t0: float = field(default_factory=time.perf_counter)
 
     @property
     def server_label(self) -> str:
-        """The MCP server's name, or `handoff`."""
-        return "handoff" if isinstance(self.binding, HandoffBinding) else self.binding.server
+        """The MCP server's name, `handoff`, or `policy` for a refused name."""
+        if isinstance(self.binding, McpBinding):
+            return self.binding.server
+        return "handoff" if isinstance(self.binding, HandoffBinding) else "policy"
 
     @property
     def tool_name(self) -> str:
         """The tool's own name on its server (without any prefix)."""
-        if isinstance(self.binding, HandoffBinding):
-            return self.name
-        return self.binding.tool
+        return self.binding.tool if isinstance(self.binding, McpBinding) else self.name
 
     @property
     def done(self) -> bool:

@@ -137,11 +137,11 @@ class SessionRecording:
         result = call.result
         finished = now()
         self.recorder.record(ToolCallRecorded(
-            self.conversation_id, call.call_id, call.agent, call.server_label, call.tool_name,
-            call.arguments, result.output if result else None,
+            self.conversation_id, call.row_call_id or call.call_id, call.agent,
+            call.server_label, call.tool_name, call.arguments, result.output if result else None,
             (result.error if result else "cancelled") if (result is None or result.is_error)
             else None,
-            "failed" if result is None or result.is_error else "completed",
+            call.policy or ("failed" if result is None or result.is_error else "completed"),
             call.started_at, finished, (time.perf_counter() - call.t0) * 1000.0,
         ))
 

@@ -293,7 +293,8 @@ class RealtimeSession:
                 self.rec.mark_turn_end()
                 await self.send_upstream(frame)
             case "conversation.item.create":
-                self.tools.check_client_item(event, event_id)
+                if await self.tools.client_item(event, event_id):
+                    return
                 await self.send_upstream(frame)
             case _:
                 await self.send_upstream(frame)

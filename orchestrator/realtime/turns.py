@@ -21,11 +21,19 @@ import orjson
 from orchestrator.agents.loader import LoadedAgent
 from orchestrator.errors import ProtocolError
 from orchestrator.realtime import protocol
+from orchestrator.realtime.approvals import Approvals
 from orchestrator.realtime.calls import Presenter, ServerCall
 from orchestrator.realtime.outbox import Deferred
 from orchestrator.realtime.policy import agent_session, voice_update
 from orchestrator.realtime.protocol import JsonObject
-from orchestrator.tools.router import HandoffBinding, McpBinding, Toolset, build_toolset, run_tool
+from orchestrator.tools.router import (
+    HandoffBinding,
+    McpBinding,
+    RefusedBinding,
+    Toolset,
+    build_toolset,
+    run_tool,
+)
 from orchestrator.tools.types import ToolResult
 
 if TYPE_CHECKING:
@@ -67,6 +75,8 @@ class TurnTools:
         self.continuation_due = False
         self.response_params: JsonObject = {}
         self.held_items: dict[str, str] = {}  # output items of responses with calls -> response
+        self.approvals = Approvals(lambda frame: session.outbox.put(frame, ordered=False))
+        self.duplicates = 0
 
     @property
     def server_tool_names(self) -> frozenset[str]:
@@ -170,7 +180,7 @@ class TurnTools:
             return None
         name, call_id, item_id = item.get("name"), item.get("call_id"), item.get("id")
         response_id = str(event.get("response_id") or "")
-        if not self.toolset.owns(str(name)):
+        if not self.toolset.owns(str(name)) and self._client_declares(name):
             self.client_call_responses.add(response_id)
             return None
         if not isinstance(call_id, str) or not isinstance(item_id, str):
@@ -178,12 +188,16 @@ class TurnTools:
         call = ServerCall(
             call_id=call_id, item_id=item_id, name=str(name), response_id=response_id,
             output_index=int(event.get("output_index") or 0),
-            binding=self.toolset.bindings[str(name)], agent=self.agent.spec.name,
+            binding=self.toolset.bindings.get(str(name)) or self.toolset.refusal(str(name)),
+            agent=self.agent.spec.name,
         )
         self.calls[item_id] = call
         self.by_response.setdefault(response_id, []).append(call)
         self.holding_creates = True
         return call
+
+    def _client_declares(self, name: object) -> bool:
+        return any(t.get("name") == name for t in self.client_tools)
 
     async def arguments_event(self, event: JsonObject, frame: str) -> None:
         """`response.function_call_arguments.delta|done`."""
@@ -200,12 +214,28 @@ class TurnTools:
             return
         call.arguments = str(event.get("arguments") or "")
         call.started = True
-        if call.call_id in self.call_ids:  # a duplicated call id is never run twice
-            call.result = _error_result(f"call_id {call.call_id} was already executed")
+        refusal = self._refusal(call)
+        if refusal is not None:  # never executed: answered at once, and recorded
+            call.policy, call.result = refusal
+            self.session.rec.tool_call(call)
         else:
             self.call_ids.add(call.call_id)
             call.task = self.session.spawn(self._execute(call))
         await self.session.outbox.put_many(self.presenter.arguments_done(call))
+
+    def _refusal(self, call: ServerCall) -> tuple[str, ToolResult] | None:
+        """Why `call` is not run at all (duplicate id, a name the agent may not run)."""
+        if call.call_id in self.call_ids:  # a duplicated call id is never run twice
+            self.duplicates += 1
+            call.row_call_id = f"{call.call_id}#duplicate-{self.duplicates}"
+            return "duplicate", _error_result(f"call_id {call.call_id} was already executed")
+        if isinstance(call.binding, RefusedBinding):
+            self.call_ids.add(call.call_id)
+            verb = "is denied to" if call.binding.status == "denied" else "is not a tool of"
+            return call.binding.status, _error_result(
+                f"tool {call.name!r} {verb} agent {self.agent.spec.name!r}; it was not run",
+                "tool")
+        return None
 
     async def response_created(self, event: JsonObject) -> None:
         """A response began upstream (ours, the client's, or one the model started itself)."""
@@ -250,6 +280,14 @@ class TurnTools:
             return
         log.warning("the model refused the continuation response (%s); the turn ends here", code)
         await self._release_creates()
+
+    async def client_item(self, event: JsonObject, event_id: str | None) -> bool:
+        """A client's `conversation.item.create`: True if it was an approval answer (kept
+        here), ProtocolError if it may not go upstream, else False."""
+        if await self.approvals.answer(event, event_id):
+            return True
+        self.check_client_item(event, event_id)
+        return False
 
     def check_client_item(self, event: JsonObject, event_id: str | None) -> None:
         """Refuse a client's output for a call the server runs."""
@@ -306,11 +344,20 @@ class TurnTools:
 
     async def _run(self, call: ServerCall) -> ToolResult:
         binding = call.binding
+        assert not isinstance(binding, RefusedBinding)
         if isinstance(binding, McpBinding):
-            return await run_tool(self.session.deps.pool, binding, call.arguments)
+            if binding.approval:
+                refusal = await self._approve(call, binding)
+                if refusal is not None:
+                    return refusal
+            result = await run_tool(self.session.deps.pool, binding, call.arguments)
+            if result.error_kind == "invalid":
+                call.policy = "invalid_arguments"
+            return result
         try:
             handoff_reason(call.arguments)
         except ValueError as exc:
+            call.policy = "invalid_arguments"
             return _error_result(str(exc))
         target = self.session.deps.registry.get(binding.agent)
         if target is None:
@@ -320,6 +367,19 @@ class TurnTools:
                 f"agent {binding.agent!r} runs on {target.spec.model}; handoffs across models "
                 "are not supported yet")
         return ToolResult(output=orjson.dumps({"transferred_to": binding.agent}).decode())
+
+    async def _approve(self, call: ServerCall, binding: McpBinding) -> ToolResult | None:
+        """Ask the client; None if approved, else the refusal the model gets."""
+        answer = await self.approvals.ask(call.server_label, call.name, call.arguments,
+                                          binding.approval_timeout_s)
+        if answer.verdict == "approved":
+            return None
+        call.policy = f"approval_{answer.verdict}"
+        if answer.verdict == "timeout":
+            return _error_result(f"the user did not approve {call.name!r} in time; it was not run",
+                                 "tool")
+        why = f": {answer.reason}" if answer.reason else ""
+        return _error_result(f"the user declined to run {call.name!r}{why}", "tool")
 
     async def _maybe_continue(self, rid: str) -> None:
         calls = self.by_response.get(rid, [])

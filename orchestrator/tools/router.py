@@ -17,7 +17,12 @@ from typing import Any, cast
 from jsonschema import exceptions as schema_errors
 from jsonschema import validators
 
-from orchestrator.agents.spec import TOOL_NAME_PATTERN, AgentSpec, handoff_tool_name
+from orchestrator.agents.spec import (
+    TOOL_NAME_PATTERN,
+    AgentSpec,
+    ToolAttachment,
+    handoff_tool_name,
+)
 from orchestrator.tools.convert import error_result
 from orchestrator.tools.mcp_pool import McpPool
 from orchestrator.tools.types import ToolInfo, ToolResult
@@ -34,13 +39,21 @@ HANDOFF_PARAMETERS: dict[str, Any] = {
 _TOOL_NAME = re.compile(TOOL_NAME_PATTERN)
 
 
+MAX_ARGUMENTS_BYTES = 256 * 1024
+MAX_ARGUMENTS_DEPTH = 32
+
+
 @dataclass(frozen=True, slots=True)
 class McpBinding:
-    """A model-visible name bound to one tool of one MCP server."""
+    """A model-visible name bound to one tool of one MCP server, with its attachment's policy."""
 
     server: str
     tool: str
     timeout_s: float
+    approval: bool = False
+    approval_timeout_s: float = 60.0
+    filler: str | None = None
+    filler_after_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +63,15 @@ class HandoffBinding:
     agent: str
 
 
-Binding = McpBinding | HandoffBinding
+@dataclass(frozen=True, slots=True)
+class RefusedBinding:
+    """A name the model produced that the current agent may not run: answered with an error,
+    never executed. `status` is `denied` (a tool its attachment denies) or `unknown`."""
+
+    status: str
+
+
+Binding = McpBinding | HandoffBinding | RefusedBinding
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +80,15 @@ class Toolset:
 
     bindings: dict[str, Binding]
     definitions: list[dict[str, Any]]
+    denied: frozenset[str] = frozenset()  # model-visible names of denied tools
 
     def owns(self, name: str) -> bool:
         """Whether the orchestrator runs this function itself (else it is the client's)."""
         return name in self.bindings
+
+    def refusal(self, name: str) -> RefusedBinding:
+        """How a call of a name outside the set is refused."""
+        return RefusedBinding("denied" if name in self.denied else "unknown")
 
 
 def build_toolset(agent: AgentSpec, pool: McpPool) -> Toolset:
@@ -80,12 +106,13 @@ def build_toolset(agent: AgentSpec, pool: McpPool) -> Toolset:
         bindings[name] = binding
         definitions.append(function_tool(name, description, parameters))
 
+    denied: set[str] = set()
     for attachment in agent.tools:
         allowed = set(attachment.allow) if attachment.allow is not None else None
+        denied.update((attachment.prefix or "") + name for name in attachment.deny)
         for info in pool.tools(attachment.mcp):
-            if allowed is None or info.name in allowed:
-                binding = McpBinding(attachment.mcp, info.name, attachment.timeout_s)
-                add((attachment.prefix or "") + info.name, binding,
+            if (allowed is None or info.name in allowed) and info.name not in attachment.deny:
+                add((attachment.prefix or "") + info.name, _mcp_binding(attachment, info.name),
                     info.description or info.name, object_schema(info.input_schema))
     for handoff in agent.handoffs:
         description = handoff.description or (
@@ -93,7 +120,17 @@ def build_toolset(agent: AgentSpec, pool: McpPool) -> Toolset:
         )
         add(handoff_tool_name(handoff.agent), HandoffBinding(handoff.agent), description,
             HANDOFF_PARAMETERS)
-    return Toolset(bindings=bindings, definitions=definitions)
+    return Toolset(bindings=bindings, definitions=definitions,
+                   denied=frozenset(denied - set(bindings)))
+
+
+def _mcp_binding(attachment: ToolAttachment, tool: str) -> McpBinding:
+    return McpBinding(
+        attachment.mcp, tool, attachment.timeout_s,
+        approval=attachment.needs_approval(tool),
+        approval_timeout_s=attachment.approval_timeout_s,
+        filler=attachment.filler, filler_after_s=attachment.filler_after_s,
+    )
 
 
 def function_tool(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -116,17 +153,46 @@ async def run_tool(pool: McpPool, binding: McpBinding, arguments_json: str) -> T
     Arguments that are not a JSON object, or that break the tool's input schema, come back
     as an `invalid` error result and the tool is not called.
     """
-    try:
-        arguments: object = json.loads(arguments_json) if arguments_json.strip() else {}
-    except json.JSONDecodeError as exc:
-        return error_result(f"arguments are not valid JSON: {exc}", "invalid")
-    if not isinstance(arguments, dict):
-        return error_result("arguments must be a JSON object", "invalid")
-    checked = cast(dict[str, Any], arguments)
+    checked = parse_arguments(arguments_json)
+    if isinstance(checked, str):
+        return error_result(checked, "invalid")
     problem = schema_problem(_find_tool(pool, binding), checked)
     if problem is not None:
         return error_result(f"invalid arguments for {binding.tool!r}: {problem}", "invalid")
     return await pool.call(binding.server, binding.tool, checked, timeout_s=binding.timeout_s)
+
+
+def parse_arguments(arguments_json: str) -> dict[str, Any] | str:
+    """The model's arguments as a JSON object, or why they are refused (too large, too deeply
+    nested, not JSON, not an object)."""
+    if len(arguments_json.encode()) > MAX_ARGUMENTS_BYTES:
+        return f"arguments exceed {MAX_ARGUMENTS_BYTES} bytes"
+    try:
+        arguments: object = json.loads(arguments_json) if arguments_json.strip() else {}
+    except json.JSONDecodeError as exc:
+        return f"arguments are not valid JSON: {exc}"
+    except RecursionError:
+        return f"arguments are nested deeper than {MAX_ARGUMENTS_DEPTH} levels"
+    if not isinstance(arguments, dict):
+        return "arguments must be a JSON object"
+    checked = cast(dict[str, Any], arguments)
+    if _depth(checked) > MAX_ARGUMENTS_DEPTH:
+        return f"arguments are nested deeper than {MAX_ARGUMENTS_DEPTH} levels"
+    return checked
+
+
+def _depth(value: object) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_ARGUMENTS_DEPTH:
+            break
+        children = (cast(dict[str, Any], node).values() if isinstance(node, dict)
+                    else cast(list[Any], node) if isinstance(node, list) else ())
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _find_tool(pool: McpPool, binding: McpBinding) -> ToolInfo | None:

@@ -92,7 +92,10 @@ def plan_reply(
 
 def _act(rule: ScriptRule) -> list[Output]:
     if rule.call is not None:
-        return [Call(rule.call, json.dumps(rule.arguments, separators=(",", ":")), rule)]
+        arguments = rule.raw_arguments
+        if arguments is None:
+            arguments = json.dumps(rule.arguments, separators=(",", ":"))
+        return [Call(rule.call, arguments, rule)]
     if rule.handoff is not None:
         # A handoff rule's `say` is spoken before the transfer, as a model would.
         preface: list[Output] = [Say(rule.say)] if rule.say else []

@@ -207,7 +207,7 @@ class ResponseRun:
         self.host.emit("response.content_part.done", {**ctx, "part": opened.part})
 
     def _call(self, index: int, call: Call) -> None:
-        call_id = new_id("call")
+        call_id = call.rule.call_id or new_id("call")
         item: Event = {"id": new_id("item"), "object": "realtime.item", "type": "function_call",
                        "status": "in_progress", "name": call.name, "call_id": call_id,
                        "arguments": ""}

@@ -1,0 +1,102 @@
+"""Tool policy and its guarantees (issue 3): allow/deny, names the agent does not have,
+arguments checked against the tool's input schema and size limits, a call id run at most once.
+
+Each test asserts the output the model saw (the scripted model says it back) and the recorded
+`tool_calls` row, on SQLite and PostgreSQL. The agent is tests/fixtures/policy/guard.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.tools.router import MAX_ARGUMENTS_BYTES, MAX_ARGUMENTS_DEPTH, parse_arguments
+from tests.realtime_client import Event, connect, text_of
+from tests.server import REPO, RunningServer, serve
+from tests.test_review_findings import timeline
+
+POLICY_AGENTS = REPO / "tests" / "fixtures" / "policy"
+
+
+@pytest.fixture
+async def server(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 ) -> AsyncIterator[RunningServer]:
+    """The real server on the policy agents, on each database."""
+    monkeypatch.setenv("ORCH_TEST_REPO", str(REPO))
+    async with serve(database_url, tmp_path, agents_dir=POLICY_AGENTS) as running:
+        yield running
+
+
+def tool_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recorded tool calls, in order."""
+    return [e for e in record["timeline"] if e["kind"] == "tool_call"]
+
+
+def said_output(events: list[Event], prefix: str) -> dict[str, Any]:
+    """The JSON output the model said back after `prefix` (its rules say `prefix {output}`)."""
+    text = text_of(events)
+    assert text.startswith(prefix), text
+    return json.loads(text[len(prefix):])
+
+
+async def test_denied_and_unknown_tools_are_never_run(server: RunningServer) -> None:
+    async with connect(server.realtime_url("guard"), server.token) as client:
+        denied = await client.turn("crash the server")
+        unknown = await client.turn("call the ghost")
+        calls = [i for e in denied + unknown if e["type"] == "conversation.item.done"
+                 for i in [e["item"]] if i["type"] == "mcp_call"]
+    assert "denied to agent 'guard'" in said_output(denied, "Crash: ")["error"]
+    assert "not a tool of agent 'guard'" in said_output(unknown, "Ghost: ")["error"]
+    assert [(c["server_label"], c["error"]["type"]) for c in calls] == [
+        ("policy", "tool_execution_error")] * 2
+    lab = next(s for s in server.services.pool.status() if s.name == "lab")
+    assert lab.restarts == 0  # `crash` would have killed it
+    rows = tool_rows(await timeline(server))
+    assert [(r["tool"], r["server"], r["status"]) for r in rows] == [
+        ("crash", "policy", "denied"), ("ghost_tool", "policy", "unknown")]
+    assert all("was not run" in r["error"] for r in rows)
+
+
+async def test_arguments_are_checked_before_the_call(server: RunningServer) -> None:
+    async with connect(server.realtime_url("guard"), server.token) as client:
+        schema = await client.turn("bad arguments please")
+        broken = await client.turn("not json either")
+        fine = await client.turn("echo? no, count")
+    assert "invalid arguments for 'echo'" in said_output(schema, "Bad: ")["error"]
+    assert "5 is not of type 'string'" in said_output(schema, "Bad: ")["error"]
+    assert "not valid JSON" in said_output(broken, "Broken: ")["error"]
+    assert text_of(fine) == "Count: 1"
+    rows = tool_rows(await timeline(server))
+    assert [(r["tool"], r["status"]) for r in rows] == [
+        ("echo", "invalid_arguments"), ("echo", "invalid_arguments"), ("tally", "completed")]
+    assert "not of type 'string'" in rows[0]["error"]
+
+
+async def test_a_call_id_runs_at_most_once(server: RunningServer) -> None:
+    async with connect(server.realtime_url("guard"), server.token) as client:
+        first = await client.turn("tally again")
+        second = await client.turn("tally again")  # the model repeats the same call_id
+        after = await client.turn("count")
+    assert text_of(first) == "Tally: 1"
+    assert "call_id call_fixed_1 was already executed" in said_output(second, "Tally: ")["error"]
+    assert text_of(after) == "Count: 2"  # the duplicate never reached the server
+    rows = tool_rows(await timeline(server))
+    assert [(r["call_id"], r["status"]) for r in rows] == [
+        ("call_fixed_1", "completed"), ("call_fixed_1#duplicate-1", "duplicate"),
+        (rows[2]["call_id"], "completed")]
+
+
+def test_oversized_and_deeply_nested_arguments_are_refused() -> None:
+    assert parse_arguments('{"text": "' + "x" * MAX_ARGUMENTS_BYTES + '"}') == (
+        f"arguments exceed {MAX_ARGUMENTS_BYTES} bytes")
+    deep = '{"a": ' * (MAX_ARGUMENTS_DEPTH + 1) + "1" + "}" * (MAX_ARGUMENTS_DEPTH + 1)
+    assert parse_arguments(deep) == f"arguments are nested deeper than {MAX_ARGUMENTS_DEPTH} levels"
+    abyss = "[" * 100_000 + "]" * 100_000  # deeper than the JSON parser's recursion limit
+    assert parse_arguments('{"a": ' + abyss + "}") == (
+        f"arguments are nested deeper than {MAX_ARGUMENTS_DEPTH} levels")
+    assert parse_arguments('{"a": {"b": [1, 2]}}') == {"a": {"b": [1, 2]}}
+    assert parse_arguments("[1]") == "arguments must be a JSON object"
