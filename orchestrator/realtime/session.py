@@ -222,6 +222,11 @@ class RealtimeSession:
         if len(self._internal_events) > _INTERNAL_EVENTS_KEPT:
             del self._internal_events[next(iter(self._internal_events))]
 
+    async def replace_upstream(self, upstream: Upstream) -> None:
+        """Carry on with another (already seeded) upstream session; the old one is closed."""
+        old, self.upstream = self.upstream, upstream
+        await old.aclose()
+
     async def send_upstream(self, frame: str) -> None:
         """Send a frame upstream; a closed upstream ends the session."""
         try:
@@ -303,9 +308,12 @@ class RealtimeSession:
 
     async def _upstream_pump(self) -> None:
         while True:
+            upstream = self.upstream
             try:
-                raw = await self.upstream.recv()
+                raw = await upstream.recv()
             except UpstreamClosed as exc:
+                if upstream is not self.upstream:
+                    continue  # replaced by a cross-model handoff: read the new one
                 # Even a clean close (e.g. the upstream's session-length cap) ends the
                 # conversation under the client's feet: say why before closing.
                 await self._tell_client(f"The model connection closed: {exc.reason}",

@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from orchestrator.agents.loader import LoadedAgent
-from orchestrator.errors import ProtocolError
+from orchestrator.agents.spec import AgentSpec
+from orchestrator.errors import ProtocolError, UpstreamError
 from orchestrator.realtime import protocol
 from orchestrator.realtime.approvals import Approvals
 from orchestrator.realtime.calls import Presenter, ServerCall
 from orchestrator.realtime.outbox import Deferred
-from orchestrator.realtime.policy import agent_session, voice_update
+from orchestrator.realtime.policy import agent_session, client_view, voice_update
 from orchestrator.realtime.protocol import JsonObject
+from orchestrator.realtime.seeding import History, seed
 from orchestrator.tools.router import (
     HandoffBinding,
     McpBinding,
@@ -35,6 +37,7 @@ from orchestrator.tools.router import (
     run_tool,
 )
 from orchestrator.tools.types import ToolResult
+from orchestrator.upstream.factory import open_upstream
 
 if TYPE_CHECKING:
     from orchestrator.realtime.session import RealtimeSession
@@ -77,6 +80,7 @@ class TurnTools:
         self.held_items: dict[str, str] = {}  # output items of responses with calls -> response
         self.approvals = Approvals(lambda frame: session.outbox.put(frame, ordered=False))
         self.duplicates = 0
+        self.history = History()  # to seed a new upstream on a cross-model handoff
 
     @property
     def server_tool_names(self) -> frozenset[str]:
@@ -140,6 +144,8 @@ class TurnTools:
         if not isinstance(item, dict):
             await self.session.forward(event, frame)
             return
+        if event.get("type") == "conversation.item.done":
+            self.history.observe(item)  # type: ignore[arg-type]
         item_id = item.get("id")  # type: ignore[union-attr]
         call = self.calls.get(item_id) if isinstance(item_id, str) else None
         if call is None and event.get("type") == "response.output_item.added":
@@ -362,10 +368,6 @@ class TurnTools:
         target = self.session.deps.registry.get(binding.agent)
         if target is None:
             return _error_result(f"agent {binding.agent!r} is not available")
-        if target.spec.model != self.agent.spec.model:
-            return _error_result(
-                f"agent {binding.agent!r} runs on {target.spec.model}; handoffs across models "
-                "are not supported yet")
         return ToolResult(output=orjson.dumps({"transferred_to": binding.agent}).decode())
 
     async def _approve(self, call: ServerCall, binding: McpBinding) -> ToolResult | None:
@@ -416,6 +418,33 @@ class TurnTools:
             "output": call.result.output,
         }})
 
+    async def _move_upstream(self, call: ServerCall, target: LoadedAgent) -> bool:
+        """Open the target agent's own upstream, seed it with the conversation, and switch the
+        session over; on failure the model gets an error output and nothing changes."""
+        settings = self.session.deps.settings
+        toolset = build_toolset(target.spec, self.session.deps.pool)
+        session = agent_session(target.spec, toolset.definitions, self.client_tools)
+        upstream = None
+        try:
+            upstream = await open_upstream(
+                target.spec, connect_timeout_s=settings.upstream_connect_timeout_s)
+            shown = await seed(upstream, session, self.history.items(),
+                               timeout_s=settings.upstream_connect_timeout_s)
+        except UpstreamError as exc:
+            log.warning("handoff to %r failed: %s", target.spec.name, exc)
+            if upstream is not None:
+                await upstream.aclose()
+            call.result = _error_result(
+                f"agent {target.spec.name!r} could not be reached; the transfer did not happen",
+                "unavailable")
+            return False
+        self.agent, self.toolset = target, toolset
+        await self.session.replace_upstream(upstream)
+        await self.session.outbox.put(protocol.dumps({
+            "type": "session.updated", "event_id": protocol.new_id("event"),
+            "session": client_view(shown, self.server_tool_names)}))
+        return True
+
     def _forget(self, rid: str, calls: list[ServerCall]) -> None:
         self.finished.pop(rid, None)
         for call in calls:
@@ -443,6 +472,12 @@ class TurnTools:
         if target is None:
             return
         previous = self.agent.spec.name
+        if not same_upstream(self.agent.spec, target.spec):
+            if not await self._move_upstream(call, target):
+                return
+            self.session.rec.handoff(previous, target.spec.name, call.call_id,
+                                     handoff_reason(call.arguments))
+            return
         self.agent = target
         self.toolset = build_toolset(target.spec, self.session.deps.pool)
         # The voice goes in its own update: the upstream refuses a voice change once audio
@@ -458,6 +493,12 @@ class TurnTools:
             use_script(target.spec.script or [])
         self.session.rec.handoff(previous, target.spec.name, call.call_id,
                                  handoff_reason(call.arguments))
+
+
+def same_upstream(current: AgentSpec, target: AgentSpec) -> bool:
+    """Whether `target` can take over the current upstream session (same model, same server)."""
+    return (current.model, current.base_url, current.api_key) == (
+        target.model, target.base_url, target.api_key)
 
 
 def handoff_reason(arguments: str) -> str | None:

@@ -1,0 +1,103 @@
+"""A handoff to an agent on another model (issue 3): scripted `hop` → `remote`, an `openai/...`
+agent whose `base_url` is a GA server this test drives frame by frame. The new upstream must
+receive the agent's session and the conversation so far; the client carries on unaware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.realtime_client import Event, connect, text_of
+from tests.server import REPO, RunningServer, serve
+from tests.test_review_findings import FakeConn, FakeUpstream, is_final_done, timeline
+from tests.test_tool_policy import POLICY_AGENTS, tool_rows
+
+TIMEOUT = 15
+
+
+@dataclass(frozen=True)
+class Cross:
+    """The served orchestrator and the remote agent's GA server."""
+
+    server: RunningServer
+    remote: FakeUpstream
+
+    async def upstream(self) -> FakeConn:
+        """The remote side of the latest connection (its handshake already done)."""
+        return await asyncio.wait_for(self.remote.conns.get(), TIMEOUT)
+
+
+@pytest.fixture
+async def cross(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                ) -> AsyncIterator[Cross]:
+    """The real server on the policy agents with `remote` aimed at a local GA server."""
+    async with FakeUpstream().running() as remote:
+        monkeypatch.setenv("ORCH_TEST_REPO", str(REPO))
+        monkeypatch.setenv("REMOTE_URL", remote.url)
+        async with serve(database_url, tmp_path, agents_dir=POLICY_AGENTS) as server:
+            yield Cross(server, remote)
+
+
+async def seeded_until_response(up: FakeConn) -> list[dict[str, Any]]:
+    """The items the orchestrator creates upstream (each acknowledged) until `response.create`."""
+    items: list[dict[str, Any]] = []
+    while (event := await up.recv())["type"] != "response.create":
+        assert event["type"] == "conversation.item.create", event
+        items.append(event["item"])
+        await up.ack(event)
+    return items
+
+
+def brief(item: dict[str, Any]) -> tuple[str, ...]:
+    """An item as (type, role or name, text or arguments or output)."""
+    if item["type"] == "message":
+        return ("message", item["role"], item["content"][0]["text"])
+    if item["type"] == "function_call":
+        return ("function_call", item["name"], item["arguments"])
+    return ("function_call_output", item["output"])
+
+
+async def test_handoff_to_another_provider_seeds_the_new_upstream(cross: Cross) -> None:
+    server = cross.server
+    async with connect(server.realtime_url("hop"), server.token) as client:
+        assert text_of(await client.turn("echo please")) == "Echo: hi"
+        await client.say("transfer me")
+        up = await cross.upstream()
+        assert up.session["instructions"] == "You are the remote desk."
+        assert [t["name"] for t in up.session["tools"]] == ["tally"]
+        items = await seeded_until_response(up)
+        rid = await up.begin()
+        await up.end(rid, [await up.say(rid, 0, "Remote desk here.")])
+        events: list[Event] = await client.until(lambda e: is_final_done(e, "Remote desk here."))
+        await client.say("thanks")
+        await up.answer_turn("You are welcome.")
+        after = await client.until_type("response.done")
+    assert [brief(i) for i in items] == [
+        ("message", "user", "echo please"),
+        ("function_call", "echo", '{"text":"hi"}'),
+        ("function_call_output", "hi"),
+        ("message", "assistant", "Echo: hi"),
+        ("message", "user", "transfer me"),
+        ("message", "assistant", "Transferring you."),
+        ("function_call", "transfer_to_remote", "{}"),
+        ("function_call_output", '{"transferred_to":"remote"}'),
+    ]
+    [updated] = [e for e in events if e["type"] == "session.updated"]
+    assert updated["session"]["instructions"] == "You are the remote desk."
+    assert text_of(events).endswith("Remote desk here.")
+    assert text_of(after) == "You are welcome."
+    record = await timeline(server)
+    [edge] = [e for e in record["timeline"] if e["kind"] == "handoff"]
+    assert (edge["from_agent"], edge["to_agent"]) == ("hop", "remote")
+    spoken = [(e["agent"], e["text"]) for e in record["timeline"]
+              if e["kind"] == "item" and e["type"] == "message" and e["role"] == "assistant"]
+    assert spoken == [("hop", "Echo: hi"), ("hop", "Transferring you."),
+                      ("remote", "Remote desk here."), ("remote", "You are welcome.")]
+    assert [(r["tool"], r["agent"]) for r in tool_rows(record)] == [
+        ("echo", "hop"), ("transfer_to_remote", "hop")]
