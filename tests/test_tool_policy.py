@@ -17,7 +17,8 @@ import pytest
 from orchestrator.tools.router import MAX_ARGUMENTS_BYTES, MAX_ARGUMENTS_DEPTH, parse_arguments
 from tests.realtime_client import Event, connect, text_of
 from tests.server import REPO, RunningServer, serve
-from tests.test_review_findings import timeline
+from tests.test_review_findings import is_final_done, timeline
+from tests.wire import assert_response_flow
 
 POLICY_AGENTS = REPO / "tests" / "fixtures" / "policy"
 
@@ -100,3 +101,20 @@ def test_oversized_and_deeply_nested_arguments_are_refused() -> None:
         f"arguments are nested deeper than {MAX_ARGUMENTS_DEPTH} levels")
     assert parse_arguments('{"a": {"b": [1, 2]}}') == {"a": {"b": [1, 2]}}
     assert parse_arguments("[1]") == "arguments must be a JSON object"
+
+
+async def test_filler_line_while_a_long_tool_runs(server: RunningServer) -> None:
+    async with connect(server.realtime_url("guard"), server.token) as client:
+        await client.say("answer slowly")
+        events = await client.until(lambda e: is_final_done(e, "Finally"))
+    types = [e["type"] for e in events]
+    filler = next(i for i, e in enumerate(events) if e["type"] == "response.output_text.done"
+                  and e["text"] == "One moment please.")
+    assert filler < types.index("response.mcp_call.completed")
+    assert text_of(events) == "One moment please.Finally: slept 0.8"
+    assert_response_flow(events)
+    assert types.count("response.created") == 3  # the call, the filler, the continuation
+    record = await timeline(server)
+    [row] = tool_rows(record)
+    assert (row["tool"], row["status"]) == ("slow", "completed")
+    assert [e["kind"] for e in record["timeline"]].count("response") == 3

@@ -321,7 +321,7 @@ class RealtimeSession:
                 status = "completed" if exc.clean else "failed"
                 raise SessionEnd(status, "upstream_closed") from None
             frame = raw.decode() if isinstance(raw, bytes) else raw
-            if protocol.sniff_type(frame) in _PASSTHROUGH_OUTPUT and not self.tools.renumbering:
+            if protocol.sniff_type(frame) in _PASSTHROUGH_OUTPUT and not self.tools.parse_outputs:
                 self.rec.first_output()
                 await self.outbox.put(frame)
                 continue

@@ -38,6 +38,7 @@ from orchestrator.tools.router import (
 )
 from orchestrator.tools.types import ToolResult
 from orchestrator.upstream.factory import open_upstream
+from orchestrator.upstream.script import SAY_EXACTLY
 
 if TYPE_CHECKING:
     from orchestrator.realtime.session import RealtimeSession
@@ -81,6 +82,8 @@ class TurnTools:
         self.approvals = Approvals(lambda frame: session.outbox.put(frame, ordered=False))
         self.duplicates = 0
         self.history = History()  # to seed a new upstream on a cross-model handoff
+        self.filler_in_flight = False
+        self.filler_response: str | None = None  # while a filler line is being said
 
     @property
     def server_tool_names(self) -> frozenset[str]:
@@ -101,6 +104,12 @@ class TurnTools:
     def renumbering(self) -> bool:
         """True while hidden (`tool_events=none`) calls leave gaps in `output_index`."""
         return self.presenter.mode == "none" and bool(self.by_response)
+
+    @property
+    def parse_outputs(self) -> bool:
+        """True while output deltas cannot pass untouched: hidden calls shift their indexes,
+        or a filler line's frames must overtake frames held for a running call."""
+        return self.renumbering or self.filler_response is not None
 
     def renumbered(self, event: JsonObject) -> str | None:
         """`event` with its `output_index` closed up over hidden calls, or None if unchanged."""
@@ -247,6 +256,9 @@ class TurnTools:
         """A response began upstream (ours, the client's, or one the model started itself)."""
         self.active_response = str(protocol.member(event.get("response"), "id") or "")
         self.create_in_flight = None
+        if self.filler_in_flight:
+            self.filler_response = self.active_response
+        self.filler_in_flight = False
 
     async def response_done(self, event: JsonObject, frame: str) -> None:
         """The upstream finished a response: continue after its server calls."""
@@ -254,6 +266,8 @@ class TurnTools:
         rid = str(response.get("id") or "") if isinstance(response, dict) else ""  # type: ignore[union-attr]
         if self.active_response == rid:
             self.active_response = None
+        if self.filler_response == rid:
+            self.filler_response = None
         calls = self.by_response.get(rid)
         if not calls:
             await self.session.forward(event, frame)
@@ -281,6 +295,13 @@ class TurnTools:
     async def create_refused(self, code: str | None) -> None:
         """The upstream refused our `response.create`."""
         self.create_in_flight = None
+        if self.filler_in_flight:  # only the filler is lost; the turn goes on
+            self.filler_in_flight = False
+            log.warning("the model refused the filler response (%s)", code)
+            if self.continuation_due and self.active_response is None:
+                self.continuation_due = False
+                await self._create()
+            return
         if code == "conversation_already_has_active_response" and self.active_response:
             self.continuation_due = True  # retried when that response is done
             return
@@ -356,7 +377,13 @@ class TurnTools:
                 refusal = await self._approve(call, binding)
                 if refusal is not None:
                     return refusal
-            result = await run_tool(self.session.deps.pool, binding, call.arguments)
+            filler = (self.session.spawn(self._filler(call, binding))
+                      if binding.filler is not None else None)
+            try:
+                result = await run_tool(self.session.deps.pool, binding, call.arguments)
+            finally:
+                if filler is not None:
+                    filler.cancel()
             if result.error_kind == "invalid":
                 call.policy = "invalid_arguments"
             return result
@@ -369,6 +396,21 @@ class TurnTools:
         if target is None:
             return _error_result(f"agent {binding.agent!r} is not available")
         return ToolResult(output=orjson.dumps({"transferred_to": binding.agent}).decode())
+
+    async def _filler(self, call: ServerCall, binding: McpBinding) -> None:
+        """Past the threshold, have the model say the filler line: an out-of-band response
+        (`conversation: none`, so the line stays out of the context), sent only while no
+        other response is active or requested; the continuation then waits for it."""
+        await asyncio.sleep(binding.filler_after_s)
+        if call.result is not None or self.active_response is not None \
+                or self.create_in_flight is not None:
+            return
+        self.filler_in_flight = True
+        self.create_in_flight = await self.session.send_internal({
+            "type": "response.create", "response": {
+                "conversation": "none", "instructions": SAY_EXACTLY + str(binding.filler),
+                "tools": [], "tool_choice": "none", "metadata": {"orchestrator": "filler"},
+            }})
 
     async def _approve(self, call: ServerCall, binding: McpBinding) -> ToolResult | None:
         """Ask the client; None if approved, else the refusal the model gets."""

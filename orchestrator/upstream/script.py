@@ -15,6 +15,9 @@ from typing import Any
 from orchestrator.agents.spec import ScriptRule, handoff_tool_name
 
 NO_MATCH_TEXT = "(no script rule matched)"
+# How the orchestrator asks any model for a filler line (an out-of-band response with these
+# instructions); the scripted model says the rest of the instructions verbatim.
+SAY_EXACTLY = "Say exactly the following words, and nothing else: "
 AFTER_TOOL_TEXT = "Okay."
 
 

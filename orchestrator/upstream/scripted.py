@@ -22,7 +22,14 @@ import orjson
 from orchestrator.agents.spec import ScriptRule
 from orchestrator.errors import ProtocolError
 from orchestrator.upstream.base import UpstreamClosed
-from orchestrator.upstream.script import Call, compile_script, plan_reply
+from orchestrator.upstream.script import (
+    SAY_EXACTLY,
+    Call,
+    Plan,
+    Say,
+    compile_script,
+    plan_reply,
+)
 from orchestrator.upstream.scripted_run import WORD_PATTERN, Event, ResponseRun, RunOptions, new_id
 from orchestrator.upstream.scripted_state import (
     SEMANTIC_SILENCE_MS,
@@ -343,6 +350,9 @@ class ScriptedModel:
         fired = self._fired if in_conversation else set(self._fired)
         plan = plan_reply(items, self._script, fired,
                           {call_id: call.rule for call_id, call in self._calls.items()})
+        said = params.instructions or ""
+        if not in_conversation and said.startswith(SAY_EXACTLY):  # a filler line
+            plan = Plan([Say(said.removeprefix(SAY_EXACTLY))])
         if plan.fired is not None:
             fired.add(plan.fired.key)
         run = ResponseRun(self, plan.outputs, self._run_options(params, in_conversation, items))
