@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.agents.validate import validate_paths
 from orchestrator.tools.router import MAX_ARGUMENTS_BYTES, MAX_ARGUMENTS_DEPTH, parse_arguments
 from tests.realtime_client import Event, connect, text_of
 from tests.server import REPO, RunningServer, serve
@@ -118,3 +119,21 @@ async def test_filler_line_while_a_long_tool_runs(server: RunningServer) -> None
     [row] = tool_rows(record)
     assert (row["tool"], row["status"]) == ("slow", "completed")
     assert [e["kind"] for e in record["timeline"]].count("response") == 3
+
+
+async def test_policy_fields_are_validated_at_their_line(tmp_path: Path) -> None:
+    (tmp_path / "mcp_servers.yaml").write_text("mcp_servers:\n  lab:\n    command: [python]\n")
+    (tmp_path / "fenced.yaml").write_text(
+        "name: fenced\nmodel: scripted\ntools:\n"
+        "  - mcp: lab\n    allow: [echo]\n    deny: [echo]\n"
+        "  - mcp: lab\n    prefix: x_\n    require_approval: sometimes\n"
+        "    approval_timeout_s: 0\n    filler: ''\n")
+    found = [str(p) for p in await validate_paths([tmp_path], check_mcp=False)]
+    where = tmp_path / "fenced.yaml"
+    assert found == [
+        f"{where}:4:5: field 'tools[0]': tools both allowed and denied: echo",
+        f"{where}:9:23: field 'tools[1].require_approval': must be a list of tool names or "
+        "`always`",
+        f"{where}:10:25: field 'tools[1].approval_timeout_s': Input should be greater than 0",
+        f"{where}:11:13: field 'tools[1].filler': String should have at least 1 character",
+    ]

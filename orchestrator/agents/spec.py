@@ -27,7 +27,7 @@ class ToolAttachment(_Strict):
     timeout_s: float = Field(default=10.0, gt=0, le=3600)
     deny: list[str] = Field(
         default_factory=list[str], description="Tools never shown to nor run for the model")
-    require_approval: list[str] | Literal["always"] = Field(
+    require_approval: list[str] | str = Field(
         default_factory=list[str],
         description="Tools (or `always`: all) the client must approve before each call",
     )
@@ -37,6 +37,13 @@ class ToolAttachment(_Strict):
         description="Said by the model when a call runs longer than `filler_after_s`",
     )
     filler_after_s: float = Field(default=2.0, gt=0, le=3600)
+
+    @field_validator("require_approval")
+    @classmethod
+    def _approval_form(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, str) and value != "always":
+            raise ValueError("must be a list of tool names or `always`")
+        return value
 
     @model_validator(mode="after")
     def _allow_deny_disjoint(self) -> ToolAttachment:
