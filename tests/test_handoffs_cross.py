@@ -16,8 +16,9 @@ import pytest
 from tests.realtime_client import Event, connect, text_of
 from tests.server import REPO, RunningServer, serve
 from tests.test_review_findings import FakeConn, FakeUpstream, is_final_done, timeline
-from tests.test_tool_policy import POLICY_AGENTS, tool_rows
+from tests.test_tool_policy import POLICY_AGENTS, server, tool_rows
 
+__all__ = ["server"]  # the policy agents without REMOTE_URL
 TIMEOUT = 15
 
 
@@ -101,3 +102,20 @@ async def test_handoff_to_another_provider_seeds_the_new_upstream(cross: Cross) 
                       ("remote", "Remote desk here."), ("remote", "You are welcome.")]
     assert [(r["tool"], r["agent"]) for r in tool_rows(record)] == [
         ("echo", "hop"), ("transfer_to_remote", "hop")]
+
+
+async def test_unreachable_target_leaves_the_conversation_where_it_was(
+        server: RunningServer) -> None:
+    """Without REMOTE_URL the remote agent's server is 127.0.0.1:9, where nothing listens."""
+    async with connect(server.realtime_url("hop"), server.token) as client:
+        events = await client.turn("transfer me")
+    [call] = [e["item"] for e in events if e["type"] == "conversation.item.done"
+              and e["item"]["type"] == "mcp_call"]
+    assert call["name"] == "transfer_to_remote"
+    assert "'remote' could not be reached" in call["error"]["message"]
+    assert text_of(events).endswith("Hop here.")  # the hop's script answers on
+    record = await timeline(server)
+    assert [e for e in record["timeline"] if e["kind"] == "handoff"] == []
+    assert record["current_agent"] in (None, "hop")
+    assert [(r["tool"], r["status"]) for r in tool_rows(record)] == [
+        ("transfer_to_remote", "failed")]

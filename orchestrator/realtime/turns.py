@@ -37,6 +37,7 @@ from orchestrator.tools.router import (
     run_tool,
 )
 from orchestrator.tools.types import ToolResult
+from orchestrator.upstream.base import Upstream
 from orchestrator.upstream.factory import open_upstream
 from orchestrator.upstream.script import SAY_EXACTLY
 
@@ -83,6 +84,7 @@ class TurnTools:
         self.duplicates = 0
         self.history = History()  # to seed a new upstream on a cross-model handoff
         self.filler_in_flight = False
+        self.opened: dict[str, Upstream] = {}  # call id -> upstream for a cross-model handoff
         self.filler_response: str | None = None  # while a filler line is being said
 
     @property
@@ -395,6 +397,14 @@ class TurnTools:
         target = self.session.deps.registry.get(binding.agent)
         if target is None:
             return _error_result(f"agent {binding.agent!r} is not available")
+        if not same_upstream(self.agent.spec, target.spec):
+            try:  # connect now, so an unreachable target is this call's failure
+                self.opened[call.call_id] = await open_upstream(
+                    target.spec,
+                    connect_timeout_s=self.session.deps.settings.upstream_connect_timeout_s)
+            except UpstreamError as exc:
+                log.warning("handoff to %r failed: %s", target.spec.name, exc)
+                return _unreachable(target.spec.name)
         return ToolResult(output=orjson.dumps({"transferred_to": binding.agent}).decode())
 
     async def _filler(self, call: ServerCall, binding: McpBinding) -> None:
@@ -436,6 +446,10 @@ class TurnTools:
                     and c.result is not None and not c.result.is_error]
         if handoffs and status == "completed":
             await self._switch_agent(handoffs[-1])
+        for call in calls:  # upstreams opened for handoffs that did not happen
+            unused = self.opened.pop(call.call_id, None)
+            if unused is not None:
+                await unused.aclose()
         for call in executed:
             await self._send_output(call)
         self._forget(rid, calls)
@@ -466,19 +480,18 @@ class TurnTools:
         settings = self.session.deps.settings
         toolset = build_toolset(target.spec, self.session.deps.pool)
         session = agent_session(target.spec, toolset.definitions, self.client_tools)
-        upstream = None
+        upstream = self.opened.pop(call.call_id, None)
         try:
-            upstream = await open_upstream(
-                target.spec, connect_timeout_s=settings.upstream_connect_timeout_s)
+            if upstream is None:
+                upstream = await open_upstream(
+                    target.spec, connect_timeout_s=settings.upstream_connect_timeout_s)
             shown = await seed(upstream, session, self.history.items(),
                                timeout_s=settings.upstream_connect_timeout_s)
         except UpstreamError as exc:
             log.warning("handoff to %r failed: %s", target.spec.name, exc)
             if upstream is not None:
                 await upstream.aclose()
-            call.result = _error_result(
-                f"agent {target.spec.name!r} could not be reached; the transfer did not happen",
-                "unavailable")
+            call.result = _unreachable(target.spec.name)  # the client saw the call succeed
             return False
         self.agent, self.toolset = target, toolset
         await self.session.replace_upstream(upstream)
@@ -535,6 +548,11 @@ class TurnTools:
             use_script(target.spec.script or [])
         self.session.rec.handoff(previous, target.spec.name, call.call_id,
                                  handoff_reason(call.arguments))
+
+
+def _unreachable(agent: str) -> ToolResult:
+    return _error_result(f"agent {agent!r} could not be reached; the transfer did not happen",
+                         "unavailable")
 
 
 def same_upstream(current: AgentSpec, target: AgentSpec) -> bool:
