@@ -37,8 +37,15 @@ async def answer(client: RealtimeTestClient, request: dict[str, Any], approve: b
                               and e["item"]["type"] == "mcp_approval_response")
 
 
-async def test_approval_granted_runs_the_tool(server: RunningServer) -> None:
+def final_text(event: Event) -> bool:
+    """The `response.done` of a response that spoke (not one that only called a tool)."""
+    return event["type"] == "response.done" and event["response"]["output"][0]["type"] == "message"
+
+
+async def test_approval_granted_denied_and_timed_out(server: RunningServer) -> None:
+    """Three turns of one conversation (one server start per database)."""
     async with connect(server.realtime_url("guard"), server.token) as client:
+        # Granted: the call waits for the answer, then runs.
         await client.say("what is the sum")
         [*before, asked] = await client.until(is_request)
         request = asked["item"]
@@ -47,40 +54,27 @@ async def test_approval_granted_runs_the_tool(server: RunningServer) -> None:
         assert not any(e["type"] == "response.mcp_call.completed" for e in before)
         [*_, acked] = await answer(client, request, approve=True)
         assert acked["item"]["approve"] is True
-        events = await client.until(lambda e: e["type"] == "response.done"
-                                    and e["response"]["output"][0]["type"] == "message")
-    assert text_of(events) == "Sum: 5"
-    [row] = tool_rows(await timeline(server))
-    assert (row["tool"], row["status"], row["output"]) == ("add", "completed", "5")
-
-
-async def test_approval_denied_tells_the_model_why(server: RunningServer) -> None:
-    async with connect(server.realtime_url("guard"), server.token) as client:
+        granted = await client.until(final_text)
+        # Denied, with a reason the model is told.
         await client.say("what is the sum")
         [*_, asked] = await client.until(is_request)
         await answer(client, asked["item"], approve=False, reason="not today")
-        events = await client.until(lambda e: e["type"] == "response.done"
-                                    and e["response"]["output"][0]["type"] == "message")
-    assert said_output(events, "Sum: ")["error"] == "the user declined to run 'add': not today"
-    [row] = tool_rows(await timeline(server))
-    assert (row["tool"], row["status"], row["output"]) == (
-        "add", "approval_denied", '{"error":"the user declined to run \'add\': not today"}')
-
-
-async def test_approval_timeout_refuses_and_a_late_answer_is_an_error(
-        server: RunningServer) -> None:
-    async with connect(server.realtime_url("guard"), server.token) as client:
-        await client.say("weather in paris")  # approval_timeout_s: 0.3
-        events = await client.until(lambda e: e["type"] == "response.done"
-                                    and e["response"]["output"][0]["type"] == "message")
-        [request] = [e["item"] for e in events if is_request(e)]
-        late = {"type": "conversation.item.create", "event_id": "late", "item": {
-            "type": "mcp_approval_response", "id": "mcpa_late", "approval_request_id":
-            request["id"], "approve": True}}
-        await client.send(late)
+        denied = await client.until(final_text)
+        # No answer within approval_timeout_s (0.3 s); a late answer is an error.
+        await client.say("weather in paris")
+        timed_out = await client.until(final_text)
+        [late_request] = [e["item"] for e in timed_out if is_request(e)]
+        await client.send({"type": "conversation.item.create", "event_id": "late", "item": {
+            "type": "mcp_approval_response", "id": "mcpa_late",
+            "approval_request_id": late_request["id"], "approve": True}})
         [error] = await client.until_type("error")
-    assert "did not approve 'weather' in time" in said_output(events, "Weather: ")["error"]
+    assert text_of(granted) == "Sum: 5"
+    assert said_output(denied, "Sum: ")["error"] == "the user declined to run 'add': not today"
+    assert "did not approve 'weather' in time" in said_output(timed_out, "Weather: ")["error"]
     assert (error["error"]["event_id"], error["error"]["param"]) == (
         "late", "item.approval_request_id")
-    [row] = tool_rows(await timeline(server))
-    assert (row["tool"], row["status"]) == ("weather", "approval_timeout")
+    rows = tool_rows(await timeline(server))
+    assert [(r["tool"], r["status"], r["output"]) for r in rows] == [
+        ("add", "completed", "5"),
+        ("add", "approval_denied", '{"error":"the user declined to run \'add\': not today"}'),
+        ("weather", "approval_timeout", rows[2]["output"])]

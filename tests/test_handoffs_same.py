@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ from openai import AsyncOpenAI
 
 from tests.clients.launcher import run_driver
 from tests.clients.venvs import ensure_venv
+from tests.conftest import sqlite_url
 from tests.realtime_client import connect, text_of
-from tests.server import RunningServer
+from tests.server import REPO, RunningServer, serve
 from tests.test_handoffs_cross import Cross, cross, seeded_until_response
 from tests.test_review_findings import SENTINEL, is_final_done, timeline, upstream_until_sentinel
-from tests.test_tool_policy import server, tool_rows
+from tests.test_tool_policy import POLICY_AGENTS, server, tool_rows
 from tests.wire import assert_response_flow, validate_server_event
 
 __all__ = ["cross", "server"]  # fixtures
@@ -105,8 +107,19 @@ async def test_handoff_next_to_a_running_call(cross: Cross) -> None:
         "remote", "remote-b", "billing")
 
 
+@pytest.fixture
+async def sqlite_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                        ) -> AsyncIterator[RunningServer]:
+    """The policy agents on SQLite only (a client-compatibility test: the rows are asserted
+    on both databases by the tests above)."""
+    monkeypatch.setenv("ORCH_TEST_REPO", str(REPO))
+    async with serve(sqlite_url(tmp_path / "o.db"), tmp_path, agents_dir=POLICY_AGENTS) as running:
+        yield running
+
+
 @pytest.mark.slow
-async def test_agents_sdk_through_a_handoff(server: RunningServer, tmp_path: Path) -> None:
+async def test_agents_sdk_through_a_handoff(sqlite_server: RunningServer) -> None:
+    server = sqlite_server
     venv = await asyncio.to_thread(ensure_venv, "agents_sdk")
     result = await run_driver(venv.python, "agents_sdk_driver.py",
                               server.realtime_url("lobby"), server.token)

@@ -45,51 +45,43 @@ def said_output(events: list[Event], prefix: str) -> dict[str, Any]:
     return json.loads(text[len(prefix):])
 
 
-async def test_denied_and_unknown_tools_are_never_run(server: RunningServer) -> None:
+async def test_refused_calls_reach_the_model_and_the_record(server: RunningServer) -> None:
+    """Deny, unknown name, schema, not JSON, duplicate call_id: one conversation (one server
+    start per database keeps the suite short), each refusal asserted on its own turn."""
     async with connect(server.realtime_url("guard"), server.token) as client:
         denied = await client.turn("crash the server")
         unknown = await client.turn("call the ghost")
-        calls = [i for e in denied + unknown if e["type"] == "conversation.item.done"
-                 for i in [e["item"]] if i["type"] == "mcp_call"]
-    assert "denied to agent 'guard'" in said_output(denied, "Crash: ")["error"]
-    assert "not a tool of agent 'guard'" in said_output(unknown, "Ghost: ")["error"]
-    assert [(c["server_label"], c["error"]["type"]) for c in calls] == [
-        ("policy", "tool_execution_error")] * 2
-    lab = next(s for s in server.services.pool.status() if s.name == "lab")
-    assert lab.restarts == 0  # `crash` would have killed it
-    rows = tool_rows(await timeline(server))
-    assert [(r["tool"], r["server"], r["status"]) for r in rows] == [
-        ("crash", "policy", "denied"), ("ghost_tool", "policy", "unknown")]
-    assert all("was not run" in r["error"] for r in rows)
-
-
-async def test_arguments_are_checked_before_the_call(server: RunningServer) -> None:
-    async with connect(server.realtime_url("guard"), server.token) as client:
         schema = await client.turn("bad arguments please")
         broken = await client.turn("not json either")
-        fine = await client.turn("echo? no, count")
-    assert "invalid arguments for 'echo'" in said_output(schema, "Bad: ")["error"]
-    assert "5 is not of type 'string'" in said_output(schema, "Bad: ")["error"]
-    assert "not valid JSON" in said_output(broken, "Broken: ")["error"]
-    assert text_of(fine) == "Count: 1"
-    rows = tool_rows(await timeline(server))
-    assert [(r["tool"], r["status"]) for r in rows] == [
-        ("echo", "invalid_arguments"), ("echo", "invalid_arguments"), ("tally", "completed")]
-    assert "not of type 'string'" in rows[0]["error"]
-
-
-async def test_a_call_id_runs_at_most_once(server: RunningServer) -> None:
-    async with connect(server.realtime_url("guard"), server.token) as client:
         first = await client.turn("tally again")
         second = await client.turn("tally again")  # the model repeats the same call_id
         after = await client.turn("count")
+    # Allow/deny: never executed, whatever the name; the model and the client are told.
+    assert "denied to agent 'guard'" in said_output(denied, "Crash: ")["error"]
+    assert "not a tool of agent 'guard'" in said_output(unknown, "Ghost: ")["error"]
+    refused = [i for e in denied + unknown if e["type"] == "conversation.item.done"
+               for i in [e["item"]] if i["type"] == "mcp_call"]
+    assert [(c["server_label"], c["error"]["type"]) for c in refused] == [
+        ("policy", "tool_execution_error")] * 2
+    lab = next(s for s in server.services.pool.status() if s.name == "lab")
+    assert lab.restarts == 0  # `crash` would have killed it
+    # Schema validation and unparsable arguments: the validation message reaches the model.
+    assert "invalid arguments for 'echo'" in said_output(schema, "Bad: ")["error"]
+    assert "5 is not of type 'string'" in said_output(schema, "Bad: ")["error"]
+    assert "not valid JSON" in said_output(broken, "Broken: ")["error"]
+    # Duplicate call_id: run once; the repeat is refused and never reaches the server.
     assert text_of(first) == "Tally: 1"
     assert "call_id call_fixed_1 was already executed" in said_output(second, "Tally: ")["error"]
-    assert text_of(after) == "Count: 2"  # the duplicate never reached the server
+    assert text_of(after) == "Count: 2"
     rows = tool_rows(await timeline(server))
-    assert [(r["call_id"], r["status"]) for r in rows] == [
-        ("call_fixed_1", "completed"), ("call_fixed_1#duplicate-1", "duplicate"),
-        (rows[2]["call_id"], "completed")]
+    assert [(r["tool"], r["server"], r["status"]) for r in rows] == [
+        ("crash", "policy", "denied"), ("ghost_tool", "policy", "unknown"),
+        ("echo", "lab", "invalid_arguments"), ("echo", "lab", "invalid_arguments"),
+        ("tally", "lab", "completed"), ("tally", "lab", "duplicate"),
+        ("tally", "lab", "completed")]
+    assert all("was not run" in r["error"] for r in rows[:2])
+    assert "not of type 'string'" in rows[2]["error"]
+    assert [r["call_id"] for r in rows[4:6]] == ["call_fixed_1", "call_fixed_1#duplicate-1"]
 
 
 def test_oversized_and_deeply_nested_arguments_are_refused() -> None:
