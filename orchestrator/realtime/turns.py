@@ -14,20 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import orjson
 
 from orchestrator.agents.loader import LoadedAgent
-from orchestrator.agents.spec import AgentSpec
-from orchestrator.errors import ProtocolError, UpstreamError
+from orchestrator.errors import ProtocolError
 from orchestrator.realtime import protocol
 from orchestrator.realtime.approvals import Approvals
 from orchestrator.realtime.calls import Presenter, ServerCall
+from orchestrator.realtime.handoffs import Handoffs
 from orchestrator.realtime.outbox import Deferred
-from orchestrator.realtime.policy import agent_session, client_view, voice_update
 from orchestrator.realtime.protocol import JsonObject
-from orchestrator.realtime.seeding import History, seed
+from orchestrator.realtime.seeding import History
 from orchestrator.tools.router import (
     HandoffBinding,
     McpBinding,
@@ -37,8 +36,6 @@ from orchestrator.tools.router import (
     run_tool,
 )
 from orchestrator.tools.types import ToolResult
-from orchestrator.upstream.base import Upstream
-from orchestrator.upstream.factory import open_upstream
 from orchestrator.upstream.script import SAY_EXACTLY
 
 if TYPE_CHECKING:
@@ -84,7 +81,7 @@ class TurnTools:
         self.duplicates = 0
         self.history = History()  # to seed a new upstream on a cross-model handoff
         self.filler_in_flight = False
-        self.opened: dict[str, Upstream] = {}  # call id -> upstream for a cross-model handoff
+        self.handoffs = Handoffs(self)
         self.filler_response: str | None = None  # while a filler line is being said
 
     @property
@@ -389,23 +386,7 @@ class TurnTools:
             if result.error_kind == "invalid":
                 call.policy = "invalid_arguments"
             return result
-        try:
-            handoff_reason(call.arguments)
-        except ValueError as exc:
-            call.policy = "invalid_arguments"
-            return _error_result(str(exc))
-        target = self.session.deps.registry.get(binding.agent)
-        if target is None:
-            return _error_result(f"agent {binding.agent!r} is not available")
-        if not same_upstream(self.agent.spec, target.spec):
-            try:  # connect now, so an unreachable target is this call's failure
-                self.opened[call.call_id] = await open_upstream(
-                    target.spec,
-                    connect_timeout_s=self.session.deps.settings.upstream_connect_timeout_s)
-            except UpstreamError as exc:
-                log.warning("handoff to %r failed: %s", target.spec.name, exc)
-                return _unreachable(target.spec.name)
-        return ToolResult(output=orjson.dumps({"transferred_to": binding.agent}).decode())
+        return await self.handoffs.run(call, binding)
 
     async def _filler(self, call: ServerCall, binding: McpBinding) -> None:
         """Past the threshold, have the model say the filler line: an out-of-band response
@@ -445,11 +426,8 @@ class TurnTools:
         handoffs = [c for c in executed if isinstance(c.binding, HandoffBinding)
                     and c.result is not None and not c.result.is_error]
         if handoffs and status == "completed":
-            await self._switch_agent(handoffs[-1])
-        for call in calls:  # upstreams opened for handoffs that did not happen
-            unused = self.opened.pop(call.call_id, None)
-            if unused is not None:
-                await unused.aclose()
+            await self.handoffs.switch(handoffs[-1])
+        await self.handoffs.discard(calls)
         for call in executed:
             await self._send_output(call)
         self._forget(rid, calls)
@@ -474,32 +452,6 @@ class TurnTools:
             "output": call.result.output,
         }})
 
-    async def _move_upstream(self, call: ServerCall, target: LoadedAgent) -> bool:
-        """Open the target agent's own upstream, seed it with the conversation, and switch the
-        session over; on failure the model gets an error output and nothing changes."""
-        settings = self.session.deps.settings
-        toolset = build_toolset(target.spec, self.session.deps.pool)
-        session = agent_session(target.spec, toolset.definitions, self.client_tools)
-        upstream = self.opened.pop(call.call_id, None)
-        try:
-            if upstream is None:
-                upstream = await open_upstream(
-                    target.spec, connect_timeout_s=settings.upstream_connect_timeout_s)
-            shown = await seed(upstream, session, self.history.items(),
-                               timeout_s=settings.upstream_connect_timeout_s)
-        except UpstreamError as exc:
-            log.warning("handoff to %r failed: %s", target.spec.name, exc)
-            if upstream is not None:
-                await upstream.aclose()
-            call.result = _unreachable(target.spec.name)  # the client saw the call succeed
-            return False
-        self.agent, self.toolset = target, toolset
-        await self.session.replace_upstream(upstream)
-        await self.session.outbox.put(protocol.dumps({
-            "type": "session.updated", "event_id": protocol.new_id("event"),
-            "session": client_view(shown, self.server_tool_names)}))
-        return True
-
     def _forget(self, rid: str, calls: list[ServerCall]) -> None:
         self.finished.pop(rid, None)
         for call in calls:
@@ -520,60 +472,3 @@ class TurnTools:
         for frame in creates:
             self.session.rec.mark_turn_end()
             await self.session.send_upstream(frame)
-
-    async def _switch_agent(self, call: ServerCall) -> None:
-        assert isinstance(call.binding, HandoffBinding)
-        target = self.session.deps.registry.get(call.binding.agent)
-        if target is None:
-            return
-        previous = self.agent.spec.name
-        if not same_upstream(self.agent.spec, target.spec):
-            if not await self._move_upstream(call, target):
-                return
-            self.session.rec.handoff(previous, target.spec.name, call.call_id,
-                                     handoff_reason(call.arguments))
-            return
-        self.agent = target
-        self.toolset = build_toolset(target.spec, self.session.deps.pool)
-        # The voice goes in its own update: the upstream refuses a voice change once audio
-        # was played, and that must not take the instructions and tools down with it.
-        session = agent_session(target.spec, self.toolset.definitions, self.client_tools,
-                                voice=False)
-        await self.session.send_session_update("handoff", session)
-        voice = voice_update(target.spec)
-        if voice is not None:
-            await self.session.send_session_update("voice", voice)
-        use_script = getattr(self.session.upstream, "use_script", None)
-        if callable(use_script):
-            use_script(target.spec.script or [])
-        self.session.rec.handoff(previous, target.spec.name, call.call_id,
-                                 handoff_reason(call.arguments))
-
-
-def _unreachable(agent: str) -> ToolResult:
-    return _error_result(f"agent {agent!r} could not be reached; the transfer did not happen",
-                         "unavailable")
-
-
-def same_upstream(current: AgentSpec, target: AgentSpec) -> bool:
-    """Whether `target` can take over the current upstream session (same model, same server)."""
-    return (current.model, current.base_url, current.api_key) == (
-        target.model, target.base_url, target.api_key)
-
-
-def handoff_reason(arguments: str) -> str | None:
-    """The `reason` of a handoff call; ValueError if the arguments break `{reason?: string}`."""
-    try:
-        parsed: Any = orjson.loads(arguments or "{}")
-    except orjson.JSONDecodeError:
-        raise ValueError("arguments are not valid JSON") from None
-    if not isinstance(parsed, dict):
-        raise ValueError("arguments must be a JSON object")
-    fields = cast(dict[str, Any], parsed)
-    extra = set(fields) - {"reason"}
-    if extra:
-        raise ValueError(f"unexpected arguments: {', '.join(sorted(extra))}")
-    reason = fields.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        raise ValueError("`reason` must be a string")
-    return reason
