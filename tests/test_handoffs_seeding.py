@@ -14,9 +14,9 @@ from orchestrator.upstream.scripted import ScriptedUpstream
 
 
 def test_history_keeps_text_calls_and_outputs_in_order_within_its_bound() -> None:
-    history = History(limit=4)
+    history = History(limit=5)
     history.observe({"id": "i1", "type": "message", "role": "user",
-                     "content": [{"type": "input_audio", "transcript": None}]})  # nothing to say
+                     "content": [{"type": "input_audio", "transcript": None}]})
     history.observe({"id": "i2", "type": "message", "role": "user",
                      "content": [{"type": "input_audio", "transcript": "hello there"}]})
     history.observe({"id": "i3", "type": "function_call", "call_id": "c1", "name": "echo",
@@ -26,15 +26,20 @@ def test_history_keeps_text_calls_and_outputs_in_order_within_its_bound() -> Non
                      "content": [{"type": "output_audio", "transcript": "It says x."}]})
     history.observe({"id": "i6", "type": "mcp_call", "server_label": "s", "name": "n",
                      "arguments": "{}"})  # not an upstream item: ignored
-    assert [i.get("id") for i in history.items()] == ["i2", "i3", "i4", "i5"]  # i1: no text
-    assert history.items()[0] == {"type": "message", "role": "user", "id": "i2",
-                                  "content": [{"type": "input_text", "text": "hello there"}]}
-    history.observe({"id": "i7", "type": "function_call_output", "call_id": "c2", "output": "y"})
+    # i1 keeps its place, but has nothing to say until its transcript arrives.
+    assert [i["id"] for i in history.items()] == ["i2", "i3", "i4", "i5"]
+    history.transcript("i1", "first words")
+    history.transcript("i2", "ignored: i2 had its own")
     items = history.items()
-    assert [i.get("id") for i in items] == ["i3", "i4", "i5", "i7"]  # bound 4: oldest dropped
-    assert items[0] == {"type": "function_call", "call_id": "c1", "name": "echo",
+    assert [i["id"] for i in items] == ["i1", "i2", "i3", "i4", "i5"]
+    assert [i["content"] for i in items[:2]] == [
+        [{"type": "input_text", "text": "first words"}],
+        [{"type": "input_text", "text": "hello there"}]]
+    assert items[2] == {"type": "function_call", "call_id": "c1", "name": "echo",
                         "arguments": '{"text":"x"}', "id": "i3"}
-    assert items[2]["content"] == [{"type": "output_text", "text": "It says x."}]
+    assert items[4]["content"] == [{"type": "output_text", "text": "It says x."}]
+    history.observe({"id": "i7", "type": "function_call_output", "call_id": "c2", "output": "y"})
+    assert [i["id"] for i in history.items()] == ["i2", "i3", "i4", "i5", "i7"]  # bound: 5
     assert seed_item({"type": "message", "role": "user", "content": [
         {"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]}) == {
         "type": "message", "role": "user", "content": [{"type": "input_text", "text": "a b"}]}

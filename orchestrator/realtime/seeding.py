@@ -7,8 +7,8 @@ upstream's own `conversation.item.done` events; `seed` configures a new upstream
 (`session.update`: instructions, tools, voice) and recreates those items in it, consuming
 the upstream's acknowledgements so the client never sees the history twice.
 
-What does not carry over: audio (only its transcript, when the upstream gave one in the
-item), images, and items older than the history's bound.
+What does not carry over: audio (only its transcript, from the item or from the later
+transcription event), images, and items older than the history's bound.
 """
 
 from __future__ import annotations
@@ -64,6 +64,14 @@ def seed_item(item: JsonObject) -> JsonObject | None:
     return seeded
 
 
+def _awaits_transcript(item: JsonObject) -> bool:
+    parts = cast(list[Any], item.get("content") or [])
+    return (item.get("type") == "message" and item.get("role") == "user"
+            and isinstance(item.get("id"), str)
+            and any(isinstance(p, dict) and cast(dict[str, Any], p).get("type") == "input_audio"
+                    for p in parts))
+
+
 class History:
     """The conversation so far, as items a new upstream session can be seeded with."""
 
@@ -73,8 +81,14 @@ class History:
         self._anonymous = 0
 
     def observe(self, item: JsonObject) -> None:
-        """Keep a finished item (a later version of the same item replaces it in place)."""
+        """Keep a finished item (a later version of the same item replaces it in place).
+
+        A user's audio message without a transcript yet keeps its place, empty, until
+        `transcript` fills it in."""
         seeded = seed_item(item)
+        if seeded is None and _awaits_transcript(item):
+            empty: list[JsonObject] = []
+            seeded = {"type": "message", "role": "user", "content": empty, "id": item["id"]}
         if seeded is None:
             return
         key = seeded.get("id")
@@ -85,9 +99,15 @@ class History:
         while len(self._items) > self._limit:
             self._items.popitem(last=False)
 
+    def transcript(self, item_id: object, text: object) -> None:
+        """The transcript of a user's audio message arrived (after the item was done)."""
+        kept = self._items.get(item_id) if isinstance(item_id, str) else None
+        if kept is not None and isinstance(text, str) and text and not kept["content"]:
+            kept["content"] = [{"type": "input_text", "text": text}]
+
     def items(self) -> list[JsonObject]:
-        """The kept items, oldest first."""
-        return list(self._items.values())
+        """The kept items with something to say, oldest first."""
+        return [i for i in self._items.values() if i.get("content") != []]
 
 
 async def seed(upstream: Upstream, session: JsonObject, items: list[JsonObject], *,

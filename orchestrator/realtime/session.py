@@ -368,6 +368,7 @@ class RealtimeSession:
                 await self.forward(event, frame)
             case "conversation.item.input_audio_transcription.completed":
                 self.rec.transcription(event, agent)
+                self.tools.history.transcript(event.get("item_id"), event.get("transcript"))
                 await self.forward(event, frame)
             case _:
                 await self.forward(event, frame)
