@@ -54,10 +54,11 @@ async def test_approval_granted_denied_and_timed_out(server: RunningServer) -> N
         assert not any(e["type"] == "response.mcp_call.completed" for e in before)
         [*_, acked] = await answer(client, request, approve=True)
         assert acked["item"]["approve"] is True
+        await client.send({"type": "response.create"})  # as hosted-MCP clients resume a turn
         granted = await client.until(final_text)
         # Denied, with a reason the model is told.
         await client.say("what is the sum")
-        [*_, asked] = await client.until(is_request)
+        [*between, asked] = await client.until(is_request)
         await answer(client, asked["item"], approve=False, reason="not today")
         denied = await client.until(final_text)
         # No answer within approval_timeout_s (0.3 s); a late answer is an error.
@@ -69,6 +70,8 @@ async def test_approval_granted_denied_and_timed_out(server: RunningServer) -> N
             "approval_request_id": late_request["id"], "approve": True}})
         [error] = await client.until_type("error")
     assert text_of(granted) == "Sum: 5"
+    # The client's resume was absorbed: no extra reply before the next turn's request.
+    assert not any(final_text(e) for e in between), text_of(between)
     assert said_output(denied, "Sum: ")["error"] == "the user declined to run 'add': not today"
     assert "did not approve 'weather' in time" in said_output(timed_out, "Weather: ")["error"]
     assert (error["error"]["event_id"], error["error"]["param"]) == (

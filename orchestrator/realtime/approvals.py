@@ -36,6 +36,7 @@ class Approvals:
     def __init__(self, show: Show) -> None:
         self._show = show
         self._pending: dict[str, asyncio.Future[Answer]] = {}
+        self._resumes = 0  # answers whose client may still send a `response.create`
 
     async def ask(self, server_label: str, name: str, arguments: str, timeout_s: float,
                   ) -> Answer:
@@ -74,8 +75,17 @@ class Approvals:
         if isinstance(reason, str):
             shown["reason"] = reason
         await self._show_item(shown)
+        self._resumes += 1
         waiter.set_result(Answer("approved" if approve else "denied",
                                  reason if isinstance(reason, str) else None))
+        return True
+
+    def take_resume(self) -> bool:
+        """True (once per answer) if a client's `response.create` may be the one that follows
+        its approval answer, as with OpenAI's hosted MCP tools."""
+        if not self._resumes:
+            return False
+        self._resumes -= 1
         return True
 
     async def _show_item(self, item: JsonObject) -> None:

@@ -184,8 +184,11 @@ class TurnTools:
             Deferred(lambda: call.done, lambda: render(call, shown_event)))
 
     def hold_create(self, frame: str) -> bool:
-        """Keep a client's `response.create` while server calls of its turn are unresolved."""
-        if self.holding_creates:
+        """Keep a client's `response.create` while server calls of its turn are unresolved.
+
+        The first one after an approval answer is dropped: hosted-MCP clients send it to
+        resume the turn, which here resumes by itself."""
+        if self.holding_creates and not self.approvals.take_resume():
             self.deferred_creates.append(frame)
         return self.holding_creates
 
