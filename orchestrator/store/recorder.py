@@ -131,7 +131,20 @@ def _response_params(row: ResponseRecorded) -> Params:
         "total_tokens": _tokens(usage, "total_tokens"),
         "first_output_latency_ms": row.first_output_latency_ms,
         "created_at": row.created_at, "done_at": row.done_at,
+        **_modality_params(usage),
     }
+
+
+def _modality_params(usage: dict[str, Any]) -> Params:
+    # usage.input_token_details / output_token_details carry text_tokens and audio_tokens.
+    params: Params = {}
+    for side in ("input", "output"):
+        details = usage.get(f"{side}_token_details")
+        details = details if isinstance(details, dict) else {}
+        for modality in ("text", "audio"):
+            params[f"{side}_{modality}_tokens"] = _tokens(
+                details, f"{modality}_tokens")  # pyright: ignore[reportUnknownArgumentType]
+    return params
 
 
 def _tokens(usage: dict[str, Any], key: str) -> int:
