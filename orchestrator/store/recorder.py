@@ -20,7 +20,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, assert_never
+from typing import Any, assert_never, cast
 
 from sqlalchemy import ColumnElement, Insert, Update, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -139,11 +139,12 @@ def _modality_params(usage: dict[str, Any]) -> Params:
     # usage.input_token_details / output_token_details carry text_tokens and audio_tokens.
     params: Params = {}
     for side in ("input", "output"):
-        details = usage.get(f"{side}_token_details")
-        details = details if isinstance(details, dict) else {}
+        raw = usage.get(f"{side}_token_details")
+        details: dict[str, Any] = (
+            cast(dict[str, Any], raw) if isinstance(raw, dict) else {}
+        )
         for modality in ("text", "audio"):
-            params[f"{side}_{modality}_tokens"] = _tokens(
-                details, f"{modality}_tokens")  # pyright: ignore[reportUnknownArgumentType]
+            params[f"{side}_{modality}_tokens"] = _tokens(details, f"{modality}_tokens")
     return params
 
 
