@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from orchestrator.admin.client_secrets import router as client_secrets_router
 from orchestrator.admin.routes import router as admin_router
 from orchestrator.agents.loader import check_tools
 from orchestrator.agents.registry import Registry
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = asyncio.Event()  # set once the lifespan has started everything
     app.include_router(realtime_router)
     app.include_router(admin_router)
+    app.include_router(client_secrets_router)
 
     @app.get("/healthz", include_in_schema=True)
     async def healthz() -> JSONResponse:  # pyright: ignore[reportUnusedFunction]

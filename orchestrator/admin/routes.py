@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
+from orchestrator.admin import api_keys
 from orchestrator.admin.deps import SessionDep, require_admin
 from orchestrator.admin.schemas import ConversationDetailRead, ConversationList, ConversationRead
 from orchestrator.store import queries
@@ -49,3 +50,6 @@ async def get_conversation(conversation_id: str, session: SessionDep) -> Convers
     if detail is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id!r}")
     return ConversationDetailRead.from_detail(detail)
+
+
+router.include_router(api_keys.router)
