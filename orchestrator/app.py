@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from orchestrator.admin.client_secrets import router as client_secrets_router
+from orchestrator.admin.mcp_servers import restore_attached
 from orchestrator.admin.routes import router as admin_router
 from orchestrator.agents.loader import check_tools
 from orchestrator.agents.registry import Registry
@@ -58,6 +59,7 @@ async def start_services(settings: Settings) -> Services:
     pool = McpPool(registry.servers, connect_timeout_s=settings.mcp_connect_timeout_s,
                    default_call_timeout_s=settings.mcp_default_call_timeout_s)
     await pool.start()
+    await restore_attached(sessionmaker, pool)
     for status in pool.status():
         if not status.connected:
             log.error("MCP server %r is not available: %s", status.name, status.last_error)

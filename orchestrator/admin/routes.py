@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
-from orchestrator.admin import api_keys
+from orchestrator.admin import agents, api_keys, mcp_servers
 from orchestrator.admin.deps import SessionDep, require_admin
 from orchestrator.admin.schemas import ConversationDetailRead, ConversationList, ConversationRead
 from orchestrator.store import queries
@@ -53,3 +53,5 @@ async def get_conversation(conversation_id: str, session: SessionDep) -> Convers
 
 
 router.include_router(api_keys.router)
+router.include_router(agents.router)
+router.include_router(mcp_servers.router)
