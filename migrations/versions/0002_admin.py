@@ -87,8 +87,8 @@ def upgrade() -> None:
 def _indexes() -> None:
     # Stats scan a time window per tool / agent; these cover those scans (no table lookups).
     op.create_index(
-        op.f("ix_tool_calls_tool_duration_ms_started_at_status"), "tool_calls",
-        ["tool", "duration_ms", "started_at", "status"],
+        op.f("ix_tool_calls_server_tool_duration_ms_started_at_status"), "tool_calls",
+        ["server", "tool", "duration_ms", "started_at", "status"],
     )
     op.create_index(
         op.f("ix_tool_calls_started_at_tool_server_status_duration_ms"), "tool_calls",
@@ -98,8 +98,8 @@ def _indexes() -> None:
                     ["conversation_id", "tool", "status"])
     op.create_index(op.f("ix_responses_created_at_agent"), "responses", ["created_at", "agent"])
     op.create_index(
-        op.f("ix_responses_agent_first_output_latency_ms"), "responses",
-        ["agent", "first_output_latency_ms"],
+        op.f("ix_responses_agent_first_output_latency_ms_created_at"), "responses",
+        ["agent", "first_output_latency_ms", "created_at"],
     )
     op.create_index(op.f("ix_handoffs_to_agent"), "handoffs", ["to_agent"])
 
@@ -112,12 +112,13 @@ def downgrade() -> None:
     else:
         op.execute("DROP INDEX IF EXISTS ix_items_text_fts")
     op.drop_index(op.f("ix_handoffs_to_agent"), table_name="handoffs")
-    op.drop_index(op.f("ix_responses_agent_first_output_latency_ms"), table_name="responses")
+    op.drop_index(op.f("ix_responses_agent_first_output_latency_ms_created_at"),
+                  table_name="responses")
     op.drop_index(op.f("ix_responses_created_at_agent"), table_name="responses")
     op.drop_index(op.f("ix_tool_calls_conversation_id_tool_status"), table_name="tool_calls")
     op.drop_index(op.f("ix_tool_calls_started_at_tool_server_status_duration_ms"),
                   table_name="tool_calls")
-    op.drop_index(op.f("ix_tool_calls_tool_duration_ms_started_at_status"),
+    op.drop_index(op.f("ix_tool_calls_server_tool_duration_ms_started_at_status"),
                   table_name="tool_calls")
     for name in MODALITY_COLUMNS:
         op.drop_column("responses", name)

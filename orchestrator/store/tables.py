@@ -175,8 +175,8 @@ class ToolCall(Base):
         Index(None, "server"),
         Index(None, "status"),
         Index(None, "started_at"),
-        # Stats: percentiles per tool walk (tool, duration_ms); window counts walk started_at.
-        Index(None, "tool", "duration_ms", "started_at", "status"),
+        # Stats: percentiles per tool walk (server, tool, duration_ms); windows walk started_at.
+        Index(None, "server", "tool", "duration_ms", "started_at", "status"),
         Index(None, "started_at", "tool", "server", "status", "duration_ms"),
         Index(None, "conversation_id", "tool", "status"),
     )
@@ -218,7 +218,7 @@ class Response(Base):
     __table_args__ = (
         UniqueConstraint("conversation_id", "response_id"),
         Index(None, "created_at", "agent"),
-        Index(None, "agent", "first_output_latency_ms"),
+        Index(None, "agent", "first_output_latency_ms", "created_at"),
     )
 
     id: Mapped[int] = _bigint_pk()
