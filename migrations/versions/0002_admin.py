@@ -96,6 +96,8 @@ def _indexes() -> None:
     )
     op.create_index(op.f("ix_tool_calls_conversation_id_tool_status"), "tool_calls",
                     ["conversation_id", "tool", "status"])
+    op.create_index(op.f("ix_tool_calls_agent_started_at_status"), "tool_calls",
+                    ["agent", "started_at", "status"])
     op.create_index(op.f("ix_responses_created_at_agent"), "responses", ["created_at", "agent"])
     op.create_index(
         op.f("ix_responses_agent_first_output_latency_ms_created_at"), "responses",
@@ -115,6 +117,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_responses_agent_first_output_latency_ms_created_at"),
                   table_name="responses")
     op.drop_index(op.f("ix_responses_created_at_agent"), table_name="responses")
+    op.drop_index(op.f("ix_tool_calls_agent_started_at_status"), table_name="tool_calls")
     op.drop_index(op.f("ix_tool_calls_conversation_id_tool_status"), table_name="tool_calls")
     op.drop_index(op.f("ix_tool_calls_started_at_tool_server_status_duration_ms"),
                   table_name="tool_calls")

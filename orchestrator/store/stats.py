@@ -9,19 +9,18 @@ first_output_latency_ms, created_at)` on responses), so no table rows are read o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, Select, case, func, select
+from sqlalchemy import ColumnElement, Float, Select, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from orchestrator.store.tables import Conversation, Response, ToolCall
 
-PERCENTILES = (0.5, 0.95)
+PERCENTILES = (50, 95)  # integers: rank arithmetic stays exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +29,11 @@ class Window:
 
     since: datetime | None = None
     until: datetime | None = None
+
+    @property
+    def bounded(self) -> bool:
+        """Whether either end is set."""
+        return self.since is not None or self.until is not None
 
     def on(self, column: InstrumentedAttribute[datetime]) -> list[ColumnElement[bool]]:
         """The conditions that keep `column` inside the window."""
@@ -75,9 +79,9 @@ def _rate(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
 
-def _rank(p: float, n: int) -> int:
-    """0-based offset of the nearest-rank p-th percentile of n values."""
-    return max(0, math.ceil(p * n) - 1)
+def _rank(p: int, n: int) -> int:
+    """0-based offset of the nearest-rank p-th percentile of n values: ceil(p n / 100) - 1."""
+    return max(0, (p * n + 99) // 100 - 1)
 
 
 async def _nth_values(
@@ -98,7 +102,7 @@ async def _rows(session: AsyncSession, stmt: Select[*tuple[Any, ...]]) -> list[t
 
 def _percentile_columns(value: InstrumentedAttribute[Any]) -> list[ColumnElement[Any]]:
     """PostgreSQL: nearest-rank percentiles as ordered-set aggregates."""
-    return [func.percentile_disc(p).within_group(value).cast(Float) for p in PERCENTILES]
+    return [func.percentile_disc(p / 100).within_group(value).cast(Float) for p in PERCENTILES]
 
 
 # --- tools ----------------------------------------------------------------------------------
@@ -114,20 +118,52 @@ async def tool_stats(session: AsyncSession, window: Window) -> list[ToolStats]:
         columns += _percentile_columns(ToolCall.duration_ms)
     stmt = select(*columns).where(*window.on(ToolCall.started_at)) \
         .group_by(ToolCall.server, ToolCall.tool)
-    result: list[ToolStats] = []
-    for row in await _rows(session, stmt):
-        server, tool, calls, failed, avg = row[0], row[1], int(row[2]), int(row[3] or 0), row[4]
-        if postgres:
-            p50, p95 = row[5], row[6]
-        else:
+    rows = await _rows(session, stmt)
+    if postgres:
+        percentiles = {(r[0], r[1]): (r[5], r[6]) for r in rows}
+    elif window.bounded and sum(r[2] for r in rows) <= RANKED_MAX_ROWS:
+        percentiles = await _ranked_tool_percentiles(session, window)
+    else:
+        percentiles = {}
+        for server, tool, calls, *_ in rows:
             where = [ToolCall.server == server, ToolCall.tool == tool,
                      *window.on(ToolCall.started_at)]
-            p50, p95 = await _nth_values(session, ToolCall.duration_ms, where, calls)
-        result.append(ToolStats(
-            server=server, tool=tool, calls=calls, errors=failed,
-            error_rate=_rate(failed, calls), avg_ms=float(avg or 0.0), p50_ms=p50, p95_ms=p95))
+            found = await _nth_values(session, ToolCall.duration_ms, where, calls)
+            percentiles[(server, tool)] = (found[0], found[1])
+    result = [
+        ToolStats(server=server, tool=tool, calls=int(calls), errors=int(failed or 0),
+                  error_rate=_rate(int(failed or 0), int(calls)), avg_ms=float(avg or 0.0),
+                  p50_ms=percentiles[(server, tool)][0], p95_ms=percentiles[(server, tool)][1])
+        for server, tool, calls, failed, avg, *_ in rows
+    ]
     result.sort(key=lambda s: (-s.calls, s.server, s.tool))
     return result
+
+
+# A bounded window with at most this many calls is ranked in one query (a sort of those rows);
+# beyond, or unbounded, each percentile is one offset walk of the covering index.
+RANKED_MAX_ROWS = 200_000
+
+
+async def _ranked_tool_percentiles(
+    session: AsyncSession, window: Window
+) -> dict[tuple[str, str], tuple[float | None, float | None]]:
+    """SQLite: nearest-rank percentiles of every tool in the window, in one windowed query."""
+    group = (ToolCall.server, ToolCall.tool)
+    ranked = select(
+        ToolCall.server, ToolCall.tool, ToolCall.duration_ms,
+        func.row_number().over(partition_by=group, order_by=ToolCall.duration_ms).label("rn"),
+        func.count().over(partition_by=group).label("n"),
+    ).where(*window.on(ToolCall.started_at)).subquery()
+    rows = await _rows(session, select(ranked).where(or_(*(
+        ranked.c.rn == (ranked.c.n * p + 99) // 100 for p in PERCENTILES))))
+    found: dict[tuple[str, str], list[float | None]] = {}
+    for server, tool, duration, rn, n in rows:
+        slots = found.setdefault((server, tool), [None] * len(PERCENTILES))
+        for i, p in enumerate(PERCENTILES):
+            if rn == _rank(p, n) + 1:
+                slots[i] = duration
+    return {key: (v[0], v[1]) for key, v in found.items()}
 
 
 # --- agents ---------------------------------------------------------------------------------
@@ -165,11 +201,14 @@ async def _response_stats(session: AsyncSession, window: Window, of: Any) -> Non
     postgres = session.get_bind().dialect.name == "postgresql"
     latency = Response.first_output_latency_ms
     failed = func.sum(case((Response.status == "failed", 1), else_=0))
-    columns: list[Any] = [Response.agent, func.count(), failed, func.count(latency),
+    # SQLite would group along the (agent, latency) index and fetch every row by key; grouping
+    # on an expression makes it scan the table (or the created_at range) once instead.
+    agent = Response.agent if postgres else (Response.agent + "").label("agent")
+    columns: list[Any] = [agent, func.count(), failed, func.count(latency),
                           *(func.sum(getattr(Response, c)) for c in TOKEN_COLUMNS)]
     if postgres:
         columns += _percentile_columns(latency)
-    stmt = select(*columns).where(*window.on(Response.created_at)).group_by(Response.agent)
+    stmt = select(*columns).where(*window.on(Response.created_at)).group_by(agent)
     for row in await _rows(session, stmt):
         entry: AgentStats = of(row[0])
         entry.responses, entry.failed_responses = int(row[1]), int(row[2] or 0)

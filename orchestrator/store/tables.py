@@ -179,6 +179,7 @@ class ToolCall(Base):
         Index(None, "server", "tool", "duration_ms", "started_at", "status"),
         Index(None, "started_at", "tool", "server", "status", "duration_ms"),
         Index(None, "conversation_id", "tool", "status"),
+        Index(None, "agent", "started_at", "status"),
     )
 
     id: Mapped[int] = _bigint_pk()
