@@ -5,17 +5,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.admin_world import AGENTS, admin_server, http_client, ids, settled
 from tests.realtime_client import connect, text_of
 
 
-async def test_list_and_detail(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with admin_server(database_url, tmp_path, monkeypatch) as server, \
-            http_client(server) as http:
+async def _list_and_detail(http: httpx.AsyncClient) -> None:
         listed = (await http.get("/admin/agents")).json()["data"]
         assert [(a["name"], a["version"], a["model"]) for a in listed] == [
             ("billing", 1, "scripted"), ("desk", 1, "scripted")]
@@ -42,6 +39,7 @@ async def test_reload_during_a_live_session(
     desk = agents / "desk.yaml"
     async with admin_server(database_url, tmp_path, monkeypatch, agents_dir=agents) as server, \
             http_client(server) as http:
+        await _list_and_detail(http)
         async with connect(server.realtime_url("desk"), server.token) as live:
             assert "Front desk here." in text_of(await live.turn("hello"))
             desk.write_text(desk.read_text().replace("Front desk here.", "Front desk, v2."))

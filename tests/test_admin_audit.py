@@ -53,7 +53,7 @@ async def _list(http: httpx.AsyncClient, **params: Any) -> list[str]:
     return ids(response.json())
 
 
-async def test_conversation_filters(
+async def _conversation_filters(
     world: tuple[RunningServer, httpx.AsyncClient, dict[str, str]],
 ) -> None:
     _, http, c = world
@@ -96,7 +96,7 @@ async def test_conversation_filters(
         assert await _list(http, min_duration_s=threshold) == [durations[-1][1]]
 
 
-async def test_pagination_timeline_and_transcripts(
+async def _pagination_timeline_and_transcripts(
     world: tuple[RunningServer, httpx.AsyncClient, dict[str, str]],
 ) -> None:
     _, http, c = world
@@ -136,7 +136,7 @@ async def test_pagination_timeline_and_transcripts(
     assert (await http.get(url, params={"format": "pdf"})).status_code == 422
 
 
-async def test_erasure_keeps_a_tombstone(
+async def _erasure_keeps_a_tombstone(
     world: tuple[RunningServer, httpx.AsyncClient, dict[str, str]],
 ) -> None:
     server, http, c = world
@@ -162,7 +162,7 @@ async def test_erasure_keeps_a_tombstone(
         assert (await http.delete(f"/admin/conversations/{active}")).status_code == 409
 
 
-async def test_tool_calls_and_stats(
+async def _tool_calls_and_stats(
     world: tuple[RunningServer, httpx.AsyncClient, dict[str, str]],
 ) -> None:
     _, http, c = world
@@ -222,3 +222,11 @@ async def test_tool_calls_and_stats(
     assert tokens["output_audio_tokens"] == 0  # the sessions were text-only
     window = {"since": "2999-01-01T00:00:00Z"}
     assert (await http.get("/admin/stats/agents", params=window)).json()["data"] == []
+
+
+async def test_audit_api(world: tuple[RunningServer, httpx.AsyncClient, dict[str, str]]) -> None:
+    """One recorded world per backend (building it is the costly part); erasure goes last."""
+    await _conversation_filters(world)
+    await _pagination_timeline_and_transcripts(world)
+    await _tool_calls_and_stats(world)
+    await _erasure_keeps_a_tombstone(world)

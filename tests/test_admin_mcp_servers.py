@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from orchestrator.store.tables import McpServer
 from tests.admin_world import admin_server, http_client
+from tests.conftest import sqlite_url
 
 LAB2 = {
     "name": "lab2", "command": ["python", "-m", "tests.mcp_servers.toolbox"],
@@ -17,11 +19,7 @@ LAB2 = {
 }
 
 
-async def test_health_and_tools(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with admin_server(database_url, tmp_path, monkeypatch) as server, \
-            http_client(server) as http:
+async def _health_and_tools(http: httpx.AsyncClient) -> None:
         servers = {s["name"]: s for s in (await http.get("/admin/mcp-servers")).json()["data"]}
         assert sorted(servers) == ["lab", "time"]
         assert servers["time"]["connected"] is True and servers["time"]["transport"] == "stdio"
@@ -33,12 +31,16 @@ async def test_health_and_tools(
         assert (await http.get("/admin/mcp-servers/nope/tools")).status_code == 404
 
 
-async def test_attach_persist_restore_detach(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_health_attach_persist_restore_detach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # SQLite only: two server lifecycles with stdio MCP servers are the slowest part of the
+    # suite, and the stored row is plain JSON on both backends.
+    database_url = sqlite_url(tmp_path / "db.sqlite")
     monkeypatch.setenv("LAB_SECRET", "s3cret-value")
     async with admin_server(database_url, tmp_path, monkeypatch) as server, \
             http_client(server) as http:
+        await _health_and_tools(http)
         literal = {**LAB2, "env": {"LAB_TOKEN": "s3cret-value"}}
         refused = await http.post("/admin/mcp-servers", json=literal)
         assert refused.status_code == 422 and "env.LAB_TOKEN" in refused.text

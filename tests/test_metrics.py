@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.admin_world import admin_server, converse, settled
+from tests.conftest import sqlite_url
 from tests.realtime_client import connect
 from tests.server import RunningServer
 
@@ -26,9 +27,10 @@ async def _samples(server: RunningServer) -> dict[tuple[str, tuple[tuple[str, st
 
 
 async def test_metrics_count_what_happened(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with admin_server(database_url, tmp_path, monkeypatch) as server:
+    # Metrics do not touch the database: one backend is enough.
+    async with admin_server(sqlite_url(tmp_path / "db.sqlite"), tmp_path, monkeypatch) as server:
         before = await _samples(server)
         assert before[("orchestrator_live_sessions", ())] == 0
         await converse(server, "desk", "What time is it in Tokyo?", "The printer is broken")
