@@ -282,7 +282,8 @@ def duration_s(dialect: str) -> ColumnElement[Any]:
         * 86400.0
 
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+# Letters and digits: what both FTS5's unicode61 and PostgreSQL's parser keep as word characters.
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
 def search_words(q: str) -> list[str]:
