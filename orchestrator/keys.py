@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from orchestrator.store.tables import ApiKey, ClientSecret
@@ -34,6 +34,7 @@ SHOWN_PREFIX_CHARS = 12
 DEFAULT_SECRET_TTL_S = 600
 MIN_SECRET_TTL_S = 10
 MAX_SECRET_TTL_S = 7200
+PURGE_AFTER = timedelta(days=1)
 
 CredentialKind = Literal["admin", "api_key", "client_secret"]
 
@@ -169,6 +170,8 @@ async def create_client_secret(
     value = CLIENT_SECRET_PREFIX + secrets.token_urlsafe(32)
     now = datetime.now(UTC)
     expires_at = (now + timedelta(seconds=ttl_s)).replace(microsecond=0)
+    # Secrets long expired are of no use to anyone: drop them as new ones are made.
+    await session.execute(delete(ClientSecret).where(ClientSecret.expires_at < now - PURGE_AFTER))
     session.add(ClientSecret(sha256=digest(value), agent=agent, session=settings,
                              created_at=now, expires_at=expires_at))
     await session.commit()

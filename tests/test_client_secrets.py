@@ -71,3 +71,15 @@ async def test_client_secret_is_bound_and_expires(
             await session.commit()
         with pytest.raises(websockets.InvalidStatus):
             await converse(server, "desk", "hello", token=secret)
+
+        # Long-expired secrets are purged as new ones are made.
+        async with server.services.sessionmaker() as session:
+            await session.execute(
+                update(ClientSecret).where(ClientSecret.sha256 == digest(secret))
+                .values(expires_at=datetime.now(UTC) - timedelta(days=2)))
+            await session.commit()
+        async with http_client(server, token="server-side-key") as http:
+            assert (await http.post("/v1/realtime/client_secrets", json=REQUEST)
+                    ).status_code == 200
+        async with server.services.sessionmaker() as session:
+            assert await session.get(ClientSecret, digest(secret)) is None
