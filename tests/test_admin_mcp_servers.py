@@ -3,6 +3,7 @@ as `${VAR}` references) and detach."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -64,7 +65,12 @@ async def test_health_attach_persist_restore_detach(
         assert servers["lab2"]["connected"] and servers["lab2"]["attached_at_runtime"]
         tools = (await http.get("/admin/mcp-servers/lab2/tools")).json()["data"]
         assert "echo" in [t["name"] for t in tools]
+        # A call in flight finishes before the server is detached.
+        pool = server.services.pool
+        in_flight = asyncio.create_task(pool.call("lab2", "slow", {"seconds": 0.3}))
+        await asyncio.sleep(0)  # one step: the call is now in flight (no waiting on time)
         assert (await http.delete("/admin/mcp-servers/lab2")).status_code == 204
+        assert (await in_flight).output == "slept 0.3"
         assert (await http.delete("/admin/mcp-servers/lab2")).status_code == 404
         names = [s["name"] for s in (await http.get("/admin/mcp-servers")).json()["data"]]
         assert names == ["lab", "time"]
