@@ -14,10 +14,14 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from orchestrator.admin.client_secrets import router as client_secrets_router
+from orchestrator.admin.mcp_servers import restore_attached
 from orchestrator.admin.routes import router as admin_router
 from orchestrator.agents.loader import check_tools
 from orchestrator.agents.registry import Registry
 from orchestrator.config import Settings
+from orchestrator.metrics import MeteredRecorder, Metrics, RelayCounter
+from orchestrator.metrics import router as metrics_router
 from orchestrator.realtime.gateway import router as realtime_router
 from orchestrator.services import Services
 from orchestrator.store.db import create_engine, upgrade
@@ -42,7 +46,7 @@ def admin_token(settings: Settings) -> str:
     return token
 
 
-async def start_services(settings: Settings) -> Services:
+async def start_services(settings: Settings, metrics: Metrics | None = None) -> Services:
     """Build everything a process serves with; problems in agent files are logged, not fatal."""
     registry = Registry(settings.agents_dir)
     for problem in registry.load():
@@ -57,6 +61,7 @@ async def start_services(settings: Settings) -> Services:
     pool = McpPool(registry.servers, connect_timeout_s=settings.mcp_connect_timeout_s,
                    default_call_timeout_s=settings.mcp_default_call_timeout_s)
     await pool.start()
+    await restore_attached(sessionmaker, pool)
     for status in pool.status():
         if not status.connected:
             log.error("MCP server %r is not available: %s", status.name, status.last_error)
@@ -64,7 +69,10 @@ async def start_services(settings: Settings) -> Services:
     for problem in check_tools(registry.agent_set, tools):
         log.error("%s", problem)
     recorder = SqlRecorder(engine, batch_size=settings.recorder_batch_size,
-                           flush_interval_s=settings.recorder_flush_interval_s)
+                           flush_interval_s=settings.recorder_flush_interval_s) \
+        if metrics is None else MeteredRecorder(
+            engine, metrics=metrics, batch_size=settings.recorder_batch_size,
+            flush_interval_s=settings.recorder_flush_interval_s)
     await recorder.start()
     return Services(
         settings=settings, registry=registry, pool=pool, engine=engine,
@@ -90,8 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncGenerator[None]:
-        services = await start_services(settings)
+        services = await start_services(settings, app.state.metrics)
         app.state.services = services
+        app.state.metrics.track(lambda: len(services.live_sessions),
+                                lambda: services.recorder.queue_depth)
         app.state.ready.set()
         try:
             yield
@@ -102,6 +112,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = asyncio.Event()  # set once the lifespan has started everything
     app.include_router(realtime_router)
     app.include_router(admin_router)
+    app.include_router(client_secrets_router)
+    app.include_router(metrics_router)
+    app.state.metrics = Metrics()
+    app.add_middleware(RelayCounter, metrics=app.state.metrics)
 
     @app.get("/healthz", include_in_schema=True)
     async def healthz() -> JSONResponse:  # pyright: ignore[reportUnusedFunction]

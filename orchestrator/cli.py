@@ -284,3 +284,12 @@ def sandbox(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+def _register_admin_commands() -> None:
+    from orchestrator.cli_admin import register
+
+    register(app, conversations_app)
+
+
+_register_admin_commands()

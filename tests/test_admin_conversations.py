@@ -43,8 +43,9 @@ async def client(
     """The admin router alone, over the recorded audit trail."""
     app = FastAPI()
     app.include_router(router)
-    # The routes read only these two attributes of `orchestrator.services.Services`.
-    app.state.services = SimpleNamespace(sessionmaker=sessionmaker, admin_token=TOKEN)
+    # The routes read only these attributes of `orchestrator.services.Services`.
+    app.state.services = SimpleNamespace(
+        sessionmaker=sessionmaker, admin_token=TOKEN, api_keys=frozenset[str]())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://admin.test") as client:
         yield client

@@ -20,16 +20,24 @@ from orchestrator.store.tables import metadata
 
 TABLES = {
     "agent_versions", "mcp_servers", "conversations", "items", "tool_calls", "handoffs",
-    "responses",
+    "responses", "api_keys", "client_secrets",
 }
+# Full-text search lives outside the models: SQLite's FTS5 table (and its shadow tables) and
+# PostgreSQL's expression index, both created by migration 0002.
+FTS_NAMES = ("items_fts", "ix_items_text_fts")
+
+
+def _not_fts(name: str | None, _type: str, _parent: object) -> bool:
+    return name is None or not name.startswith(FTS_NAMES)
 
 
 def _drift(connection: Connection) -> list[Any]:
-    return compare_metadata(MigrationContext.configure(connection), metadata)
+    context = MigrationContext.configure(connection, opts={"include_name": _not_fts})
+    return compare_metadata(context, metadata)
 
 
 def _tables(connection: Connection) -> set[str]:
-    return set(inspect(connection).get_table_names())
+    return {t for t in inspect(connection).get_table_names() if not t.startswith(FTS_NAMES)}
 
 
 async def _inspect(url: str) -> tuple[set[str], list[Any], str | None]:
@@ -51,14 +59,14 @@ async def test_migrations_match_the_models(database_url: str) -> None:
     tables, drift, head = await _inspect(database_url)
     assert tables == TABLES | {"alembic_version"}
     assert drift == []
-    assert head == "0001"
+    assert head == "0002"
 
 
 async def test_upgrade_twice_is_a_no_op(migrated_url: str) -> None:
     await upgrade(migrated_url)
     tables, drift, head = await _inspect(migrated_url)
     assert TABLES <= tables
-    assert (drift, head) == ([], "0001")
+    assert (drift, head) == ([], "0002")
 
 
 async def test_downgrade_to_base_then_upgrade_again(migrated_url: str) -> None:
@@ -102,7 +110,7 @@ async def test_upgrade_from_inside_an_app_startup(database_url: str) -> None:
 def test_cli_db_upgrade(database_url: str) -> None:
     result = CliRunner().invoke(cli, ["db", "upgrade", "--database-url", database_url])
     assert result.exit_code == 0, result.output
-    assert "0001" in result.output
+    assert "0002" in result.output
     tables, drift, head = asyncio.run(_inspect(database_url))
     assert TABLES <= tables
-    assert (drift, head) == ([], "0001")
+    assert (drift, head) == ([], "0002")

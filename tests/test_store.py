@@ -298,8 +298,11 @@ async def test_list_filters(sessionmaker: Sessions) -> None:
     assert await _ids(sessionmaker, q="invoice") == ["conv_1"]
     assert await _ids(sessionmaker, q="six PM") == everything
     assert await _ids(sessionmaker, q="100%") == ["conv_5"]
-    assert await _ids(sessionmaker, q="0%") == ["conv_5"]  # % is literal, not a wildcard
-    assert await _ids(sessionmaker, q="e_t") == ["conv_5"]  # so is _
+    # Full-text search (migration 0002): every word, as a prefix; punctuation separates words
+    # and is never search syntax.
+    assert await _ids(sessionmaker, q="0%") == []  # words, not substrings
+    assert await _ids(sessionmaker, q="sure_thing") == ["conv_5"]
+    assert await _ids(sessionmaker, q="thin SURE") == ["conv_5"]
     since, until = T0 + timedelta(minutes=1), T0 + timedelta(minutes=3)
     assert await _ids(sessionmaker, since=since, until=until) == ["conv_2", "conv_1"]
     assert await _ids(sessionmaker, agent="concierge", has_error=True, q="tokyo") == [

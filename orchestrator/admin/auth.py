@@ -1,4 +1,4 @@
-"""Admin authentication: `Authorization: Bearer <admin token>`, compared in constant time."""
+"""Admin authentication: `Authorization: Bearer <admin token>`; the check is in `keys.py`."""
 
 from __future__ import annotations
 
@@ -19,3 +19,8 @@ def unauthorized() -> HTTPException:
         detail="missing or invalid admin token",
         headers={"WWW-Authenticate": "Bearer"},
     )
+
+
+def forbidden() -> HTTPException:
+    """The 403 answer for a valid key that is not the admin token (an API key, a client secret)."""
+    return HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="admin token required")

@@ -13,8 +13,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orchestrator.admin.auth import admin_bearer, unauthorized
-from orchestrator.keys import token_matches
+from orchestrator.admin.auth import admin_bearer, forbidden, unauthorized
+from orchestrator.keys import Credential, authenticate
 from orchestrator.services import Services
 
 
@@ -36,14 +36,30 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def require_admin(
+async def credential_of(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
-) -> None:
-    """Let the request through only with the admin token (401 otherwise)."""
-    presented = credentials.credentials if credentials is not None else None
-    if not token_matches(presented, get_services(request).admin_token):
+) -> Credential:
+    """The credential of the bearer token (401 if there is none or it is not valid)."""
+    services = get_services(request)
+    credential = await authenticate(
+        credentials.credentials if credentials is not None else None,
+        admin_token=services.admin_token, api_keys=services.api_keys,
+        sessionmaker=services.sessionmaker,
+    )
+    if credential is None:
         raise unauthorized()
+    return credential
+
+
+CredentialDep = Annotated[Credential, Depends(credential_of)]
+
+
+async def require_admin(credential: CredentialDep) -> None:
+    """Let the request through only with the admin token (401 without a valid key, 403 with
+    a key that is not the admin token)."""
+    if credential.kind != "admin":
+        raise forbidden()
 
 
 AdminDep = Annotated[None, Depends(require_admin)]

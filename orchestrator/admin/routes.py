@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
+from orchestrator.admin import agents, api_keys, audit, mcp_servers
 from orchestrator.admin.deps import SessionDep, require_admin
 from orchestrator.admin.schemas import ConversationDetailRead, ConversationList, ConversationRead
 from orchestrator.store import queries
@@ -26,15 +27,24 @@ async def list_conversations(
     has_error: Annotated[
         bool | None, Query(description="Has a failed tool call or response, or failed")
     ] = None,
-    q: Annotated[str | None, Query(description="Text search in the items")] = None,
+    q: Annotated[str | None, Query(description="Full-text search in the items (every word)")]
+    = None,
     limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    tool_status: Annotated[
+        str | None, Query(description="Has a tool call (of `tool`, if given) with this status")
+    ] = None,
+    handoff_to: Annotated[str | None, Query(description="Handed off to this agent")] = None,
+    min_duration_s: Annotated[
+        float | None, Query(ge=0, description="Ended, and lasted at least this long")
+    ] = None,
 ) -> ConversationList:
     """Conversations, newest first, filtered; cursor pagination."""
     try:
         rows, next_cursor = await queries.list_conversations(
             session, agent=agent, status=status_, since=since, until=until, tool=tool,
-            has_error=has_error, q=q, limit=limit, cursor=cursor,
+            has_error=has_error, q=q, limit=limit, cursor=cursor, tool_status=tool_status,
+            handoff_to=handoff_to, min_duration_s=min_duration_s,
         )
     except queries.InvalidCursorError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
@@ -49,3 +59,9 @@ async def get_conversation(conversation_id: str, session: SessionDep) -> Convers
     if detail is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id!r}")
     return ConversationDetailRead.from_detail(detail)
+
+
+router.include_router(api_keys.router)
+router.include_router(agents.router)
+router.include_router(mcp_servers.router)
+router.include_router(audit.router)

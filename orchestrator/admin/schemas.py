@@ -35,6 +35,7 @@ class ConversationRead(_Read):
     handoff_count: int
     response_count: int
     error_count: int
+    erased_at: datetime | None = None
 
 
 class ConversationList(BaseModel):

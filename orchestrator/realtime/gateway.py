@@ -11,7 +11,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
 from orchestrator.errors import UpstreamError
-from orchestrator.keys import token_matches
+from orchestrator.keys import authenticate
 from orchestrator.realtime import protocol
 from orchestrator.realtime.calls import ToolEvents
 from orchestrator.realtime.session import RealtimeSession, SessionDeps, SessionEnd
@@ -34,13 +34,6 @@ def bearer_key(headers: Any, subprotocols: Iterable[str]) -> str | None:
         if proto.startswith(_SUBPROTOCOL_KEY):
             return proto[len(_SUBPROTOCOL_KEY):]
     return None
-
-
-def key_allowed(services: Services, key: str | None) -> bool:
-    """True if `key` is the admin token or a configured API key (timing-safe comparisons)."""
-    # Every candidate is compared, so the time taken does not tell which one matched.
-    results = [token_matches(key, c) for c in (services.admin_token, *services.api_keys)]
-    return any(results)
 
 
 class _Client:
@@ -80,8 +73,15 @@ async def realtime(websocket: WebSocket) -> None:
     """One realtime conversation with the agent named by `model=` (or `agent=`)."""
     services: Services = websocket.app.state.services
     offered = list(websocket.scope.get("subprotocols") or [])
-    if not key_allowed(services, bearer_key(websocket.headers, offered)):
+    credential = await authenticate(
+        bearer_key(websocket.headers, offered), admin_token=services.admin_token,
+        api_keys=services.api_keys, sessionmaker=services.sessionmaker)
+    if credential is None:
         await websocket.close(code=1008, reason="invalid or missing API key")
+        return
+    params = websocket.query_params
+    if not credential.may_open(params.get("model") or params.get("agent") or ""):
+        await websocket.close(code=1008, reason="this client secret is for another agent")
         return
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
     await _serve(websocket, services)

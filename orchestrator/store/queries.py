@@ -10,11 +10,25 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    and_,
+    exists,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    table,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.store.tables import Conversation, Handoff, Item, Response, ToolCall
@@ -47,6 +61,7 @@ class ConversationRow:
     handoff_count: int
     response_count: int
     error_count: int
+    erased_at: datetime | None = None
 
     @property
     def duration_ms(self) -> float | None:
@@ -168,18 +183,27 @@ async def list_conversations(
     q: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    tool_status: str | None = None,
+    handoff_to: str | None = None,
+    min_duration_s: float | None = None,
 ) -> tuple[list[ConversationRow], str | None]:
     """One page of conversations, newest first, and the cursor of the next page (or None).
 
     `since` is inclusive and `until` exclusive (on `started_at`); `tool` keeps conversations
     with a call of that tool; `has_error` those with a failed tool call, a failed response or a
-    failed status; `q` searches the items' text, case-insensitively.
+    failed status; `tool_status` those with a tool call (of `tool`, if given) that ended so;
+    `handoff_to` those that handed off to that agent; `min_duration_s` ended ones that lasted
+    at least that long; `q` is a full-text search of the items' text (every word, as a
+    prefix, case-insensitively).
     """
     limit = max(1, min(limit, MAX_LIMIT))
+    dialect = session.get_bind().dialect.name
     stmt = _filtered(
         select(Conversation), agent=agent, status=status, since=since, until=until, tool=tool,
-        has_error=has_error, q=q,
+        has_error=has_error,
     )
+    stmt = _more_filters(stmt, dialect, q=q, tool=tool, tool_status=tool_status,
+                         handoff_to=handoff_to, min_duration_s=min_duration_s)
     if cursor is not None:
         started_at, conversation_id = decode_cursor(cursor)
         stmt = stmt.where(
@@ -204,7 +228,6 @@ def _filtered(
     until: datetime | None,
     tool: str | None,
     has_error: bool | None,
-    q: str | None,
 ) -> Select[Conversation]:
     if agent is not None:
         stmt = stmt.where(Conversation.agent == agent)
@@ -222,14 +245,69 @@ def _filtered(
         # error_count is kept by the recorder: failed tool calls + failed responses.
         failed = or_(Conversation.error_count > 0, Conversation.status == "failed")
         stmt = stmt.where(failed if has_error else ~failed)
-    if q:
-        stmt = stmt.where(
-            exists().where(
-                Item.conversation_id == Conversation.id,
-                Item.text.icontains(q, autoescape=True),
-            )
-        )
     return stmt
+
+
+def _more_filters(
+    stmt: Select[Conversation],
+    dialect: str,
+    *,
+    q: str | None,
+    tool: str | None,
+    tool_status: str | None,
+    handoff_to: str | None,
+    min_duration_s: float | None,
+) -> Select[Conversation]:
+    if tool_status is not None:
+        conditions = [ToolCall.conversation_id == Conversation.id, ToolCall.status == tool_status]
+        if tool is not None:
+            conditions.append(ToolCall.tool == tool)
+        stmt = stmt.where(exists().where(*conditions))
+    if handoff_to is not None:
+        stmt = stmt.where(exists().where(
+            Handoff.conversation_id == Conversation.id, Handoff.to_agent == handoff_to))
+    if min_duration_s is not None:
+        stmt = stmt.where(duration_s(dialect) >= min_duration_s)
+    if q is not None:
+        stmt = stmt.where(Conversation.id.in_(text_search(q, dialect)))
+    return stmt
+
+
+def duration_s(dialect: str) -> ColumnElement[Any]:
+    """A conversation's duration in seconds, in SQL (NULL while it is active)."""
+    if dialect == "postgresql":
+        return func.extract("epoch", Conversation.ended_at - Conversation.started_at)
+    # SQLite keeps ISO text; julianday() turns it into days.
+    return (func.julianday(Conversation.ended_at) - func.julianday(Conversation.started_at)) \
+        * 86400.0
+
+
+# Letters and digits: what both FTS5's unicode61 and PostgreSQL's parser keep as word characters.
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def search_words(q: str) -> list[str]:
+    """The words of a search; punctuation and operators are dropped, never interpreted."""
+    return _WORD.findall(q.lower())[:16]
+
+
+def text_search(q: str, dialect: str) -> Select[str]:
+    """Ids of conversations with an item whose text holds every word of `q` (as prefixes).
+
+    SQLite answers from the FTS5 table `items_fts`, PostgreSQL from the GIN index on
+    `to_tsvector('simple', text)` (both made by migration 0002): no scan of the items.
+    """
+    words = search_words(q)
+    if not words:
+        return select(Item.conversation_id).where(false())
+    if dialect == "postgresql":
+        simple = literal_column("'simple'", String)
+        document = func.to_tsvector(simple, func.coalesce(Item.text, ""))
+        query = func.to_tsquery(simple, " & ".join(f"{w}:*" for w in words))
+        return select(Item.conversation_id).where(document.op("@@")(query))
+    hits = select(literal_column("rowid", Integer)).select_from(table("items_fts")).where(
+        literal_column("items_fts", String).op("MATCH")(" ".join(f'"{w}"*' for w in words)))
+    return select(Item.conversation_id).where(Item.id.in_(hits))
 
 
 def _row(c: Conversation) -> ConversationRow:
@@ -239,7 +317,7 @@ def _row(c: Conversation) -> ConversationRow:
         client=dict(c.client), input_tokens=c.input_tokens, output_tokens=c.output_tokens,
         total_tokens=c.total_tokens, item_count=c.item_count,
         tool_call_count=c.tool_call_count, handoff_count=c.handoff_count,
-        response_count=c.response_count, error_count=c.error_count,
+        response_count=c.response_count, error_count=c.error_count, erased_at=c.erased_at,
     )
 
 
@@ -307,3 +385,73 @@ def _response_entry(r: Response) -> ResponseEntry:
         total_tokens=r.total_tokens, first_output_latency_ms=r.first_output_latency_ms,
         done_at=r.done_at,
     )
+
+
+# --- tool calls -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRow:
+    """One tool call as listed across conversations."""
+
+    id: int
+    conversation_id: str
+    call_id: str
+    agent: str
+    server: str
+    tool: str
+    arguments: str
+    output: str | None
+    error: str | None
+    status: str
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: float
+
+
+async def list_tool_calls(
+    session: AsyncSession,
+    *,
+    tool: str | None = None,
+    server: str | None = None,
+    agent: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    conversation_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[ToolCallRow], str | None]:
+    """One page of tool calls, newest first, and the cursor of the next page (or None)."""
+    limit = max(1, min(limit, MAX_LIMIT))
+    stmt = select(ToolCall)
+    for column, value in ((ToolCall.tool, tool), (ToolCall.server, server),
+                          (ToolCall.agent, agent), (ToolCall.status, status),
+                          (ToolCall.conversation_id, conversation_id)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if since is not None:
+        stmt = stmt.where(ToolCall.started_at >= since)
+    if until is not None:
+        stmt = stmt.where(ToolCall.started_at < until)
+    if cursor is not None:
+        started_at, raw_id = decode_cursor(cursor)
+        if not raw_id.isdigit():
+            raise InvalidCursorError("invalid cursor")
+        stmt = stmt.where(or_(
+            ToolCall.started_at < started_at,
+            and_(ToolCall.started_at == started_at, ToolCall.id < int(raw_id)),
+        ))
+    stmt = stmt.order_by(ToolCall.started_at.desc(), ToolCall.id.desc()).limit(limit + 1)
+    found = [
+        ToolCallRow(
+            id=t.id, conversation_id=t.conversation_id, call_id=t.call_id, agent=t.agent,
+            server=t.server, tool=t.tool, arguments=t.arguments, output=t.output,
+            error=t.error, status=t.status, started_at=t.started_at,
+            finished_at=t.finished_at, duration_ms=t.duration_ms,
+        )
+        for t in (await session.scalars(stmt)).all()
+    ]
+    page = found[:limit]
+    more = len(found) > limit
+    return page, encode_cursor(page[-1].started_at, str(page[-1].id)) if more else None

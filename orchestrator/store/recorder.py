@@ -20,7 +20,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, assert_never
+from typing import Any, assert_never, cast
 
 from sqlalchemy import ColumnElement, Insert, Update, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -131,7 +131,21 @@ def _response_params(row: ResponseRecorded) -> Params:
         "total_tokens": _tokens(usage, "total_tokens"),
         "first_output_latency_ms": row.first_output_latency_ms,
         "created_at": row.created_at, "done_at": row.done_at,
+        **_modality_params(usage),
     }
+
+
+def _modality_params(usage: dict[str, Any]) -> Params:
+    # usage.input_token_details / output_token_details carry text_tokens and audio_tokens.
+    params: Params = {}
+    for side in ("input", "output"):
+        raw = usage.get(f"{side}_token_details")
+        details: dict[str, Any] = (
+            cast(dict[str, Any], raw) if isinstance(raw, dict) else {}
+        )
+        for modality in ("text", "audio"):
+            params[f"{side}_{modality}_tokens"] = _tokens(details, f"{modality}_tokens")
+    return params
 
 
 def _tokens(usage: dict[str, Any], key: str) -> int:

@@ -136,6 +136,8 @@ class Conversation(Base):
     response_count: Mapped[int] = _counter()
     # Failed tool calls + failed responses; `has_error` filters on it.
     error_count: Mapped[int] = _counter()
+    # Set when the content was erased (DELETE /admin/conversations/{id}); the row is a tombstone.
+    erased_at: Mapped[datetime | None] = mapped_column()
 
 
 def _conversation_fk() -> Mapped[str]:
@@ -173,6 +175,11 @@ class ToolCall(Base):
         Index(None, "server"),
         Index(None, "status"),
         Index(None, "started_at"),
+        # Stats: percentiles per tool walk (server, tool, duration_ms); windows walk started_at.
+        Index(None, "server", "tool", "duration_ms", "started_at", "status"),
+        Index(None, "started_at", "tool", "server", "status", "duration_ms"),
+        Index(None, "conversation_id", "tool", "status"),
+        Index(None, "agent", "started_at", "status"),
     )
 
     id: Mapped[int] = _bigint_pk()
@@ -194,7 +201,7 @@ class Handoff(Base):
     """An edge from one agent to another inside a conversation."""
 
     __tablename__ = "handoffs"
-    __table_args__ = (UniqueConstraint("conversation_id", "call_id"),)
+    __table_args__ = (UniqueConstraint("conversation_id", "call_id"), Index(None, "to_agent"))
 
     id: Mapped[int] = _bigint_pk()
     conversation_id: Mapped[str] = _conversation_fk()
@@ -209,7 +216,11 @@ class Response(Base):
     """One model response: status, token usage and first-output latency."""
 
     __tablename__ = "responses"
-    __table_args__ = (UniqueConstraint("conversation_id", "response_id"),)
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "response_id"),
+        Index(None, "created_at", "agent"),
+        Index(None, "agent", "first_output_latency_ms", "created_at"),
+    )
 
     id: Mapped[int] = _bigint_pk()
     conversation_id: Mapped[str] = _conversation_fk()
@@ -223,6 +234,38 @@ class Response(Base):
     first_output_latency_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column()
     done_at: Mapped[datetime] = mapped_column()
+    # Token usage by modality (usage.*_token_details), summed by the agent stats.
+    input_text_tokens: Mapped[int] = _counter()
+    input_audio_tokens: Mapped[int] = _counter()
+    output_text_tokens: Mapped[int] = _counter()
+    output_audio_tokens: Mapped[int] = _counter()
+
+
+class ApiKey(Base):
+    """A realtime API key created through the admin API; only its sha256 is kept."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (UniqueConstraint("sha256"),)
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    prefix: Mapped[str] = mapped_column(String)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class ClientSecret(Base):
+    """An ephemeral `ek_` client secret bound to one agent, until `expires_at`."""
+
+    __tablename__ = "client_secrets"
+    __table_args__ = (Index(None, "expires_at"),)
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent: Mapped[str] = mapped_column(String)
+    session: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
 
 
 metadata = Base.metadata
