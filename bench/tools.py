@@ -26,8 +26,8 @@ import orjson
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import serve  # noqa: E402
-import upstream  # noqa: E402
+import serve
+import upstream
 
 
 def call_id(frame: str) -> str:
