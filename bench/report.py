@@ -151,7 +151,7 @@ def _stats_worst(stats: dict[str, Any]) -> float | None:
 
 
 def _fmt(value: Any) -> str:
-    return "–" if value is None else str(value)
+    return "-" if value is None else str(value)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -168,7 +168,7 @@ def markdown(results: dict[str, Any]) -> str:
         "| target | measured | met | note |", "|---|---|---|---|",
     ]
     for t in results["summary"]:
-        met = {True: "yes", False: "**no**", None: "–"}[t["met"]]
+        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
         lines.append(f"| {t['target']} | {_fmt(t['measured'])} | {met} | {t['note']} |")
     lines += ["", "### Latency of output audio deltas (ms) and the cost of each path", "",
               "| N | path | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | "
@@ -185,7 +185,7 @@ def markdown(results: dict[str, Any]) -> str:
     t = results["tools"]
     lines += ["", f"### Tool dispatch ({t['calls']} sequential calls, ms)", "",
               "| measure | p50 | p99 | p99.9 |", "|---|---|---|---|"]
-    for key, label in (("overhead_ms", "overhead (round trip − MCP call)"),
+    for key, label in (("overhead_ms", "overhead (round trip - MCP call)"),
                        ("round_trip_ms", "arguments.done sent → output received (upstream)"),
                        ("mcp_call_ms", "MCP call itself (pool.call)")):
         q = t[key]
@@ -242,7 +242,7 @@ def plot(results: dict[str, Any], out: Path) -> bool:
         ax.set_xlabel("concurrent real-time sessions")
         ax.set_ylabel("ms")
         ax.legend(fontsize=8)
-    fig.suptitle("Added latency = path − direct (bench/run.py, " + results["time"] + ")")
+    fig.suptitle("Added latency = path - direct (bench/run.py, " + results["time"] + ")")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)

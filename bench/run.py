@@ -42,7 +42,8 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[str]] = []
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int]:
+    def start(self, *args: str, env: dict[str, str] | None = None,
+              ) -> tuple[subprocess.Popen[str], int]:
         """Start a server child; returns it and the port it printed."""
         proc = subprocess.Popen([PY, *args], cwd=REPO, stdout=subprocess.PIPE, text=True,
                                 env={**os.environ, **(env or {})})

@@ -5,7 +5,7 @@
 The upstream (bench/upstream.py, with its dispatch hook) notes when it sends a call's
 `response.function_call_arguments.done` and when that call's `function_call_output` comes
 back; the MCP pool's `call` is timed around the tool itself (bench/mcp_fast.py, an echo
-over stdio). Overhead per call = round trip at the upstream − the MCP call's own time; it
+over stdio). Overhead per call = round trip at the upstream - the MCP call's own time; it
 includes two loopback hops (upstream → orchestrator → upstream). Calls run one at a time,
 upstream, orchestrator and client in this one process (nothing else competes in the loop).
 """
