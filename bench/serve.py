@@ -1,18 +1,24 @@
 """The orchestrator as the benchmark runs it: its own process, configured as `orchestrator serve`.
 
-    BENCH_SANDBOX_URL=ws://127.0.0.1:P/v1 python bench/serve.py VAR_DIR   # prints "PORT <n>"
+    BENCH_SANDBOX_URL=ws://127.0.0.1:P/v1 python bench/serve.py VAR_DIR [TIMINGS_JSON]
+    # prints "PORT <n>"; stops on SIGTERM
 
 uvicorn with `ws="websockets-sansio"`, uvloop and no permessage-deflate (design §5), the
-bench agents, a fresh SQLite database under VAR_DIR, bearer token `bench-token`.
+bench agents, a fresh SQLite database under VAR_DIR, bearer token `bench-token`. With
+TIMINGS_JSON, every `McpPool.call` is timed and the durations (ns, in call order) are
+written there on exit (bench/tools.py subtracts them from the dispatch round trip).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from pydantic import SecretStr
@@ -47,8 +53,26 @@ async def start(var_dir: Path) -> tuple[uvicorn.Server, asyncio.Task[None], int]
     return server, task, sock.getsockname()[1]
 
 
-async def main(var_dir: Path) -> None:
+def time_tool_calls(server: uvicorn.Server) -> list[int]:
+    """Time every MCP call of the served app from now on; returns the growing list."""
+    pool = server.config.app.state.services.pool  # type: ignore[attr-defined]
+    durations: list[int] = []
+    real_call = pool.call
+
+    async def timed_call(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.monotonic_ns()
+        try:
+            return await real_call(*args, **kwargs)
+        finally:
+            durations.append(time.monotonic_ns() - t0)
+
+    pool.call = timed_call
+    return durations
+
+
+async def main(var_dir: Path) -> list[int]:
     server, task, port = await start(var_dir)
+    durations = time_tool_calls(server)
     print(f"PORT {port}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -56,9 +80,12 @@ async def main(var_dir: Path) -> None:
     await stop.wait()
     server.should_exit = True
     await task
+    return durations
 
 
 if __name__ == "__main__":
     import uvloop
 
-    uvloop.run(main(Path(sys.argv[1])))
+    timed = uvloop.run(main(Path(sys.argv[1])))
+    if len(sys.argv) > 2:
+        Path(sys.argv[2]).write_text(json.dumps(timed))

@@ -7,7 +7,8 @@ The upstream (bench/upstream.py, with its dispatch hook) notes when it sends a c
 back; the MCP pool's `call` is timed around the tool itself (bench/mcp_fast.py, an echo
 over stdio). Overhead per call = round trip at the upstream - the MCP call's own time; it
 includes two loopback hops (upstream → orchestrator → upstream). Calls run one at a time,
-upstream, orchestrator and client in this one process (nothing else competes in the loop).
+the orchestrator in its own process (bench/serve.py, which times `McpPool.call`), upstream
+and client in this one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ def call_id(frame: str) -> str:
     event = orjson.loads(frame)
     item = event.get("item")
     return str((item if isinstance(item, dict) else event).get("call_id"))
+
+
+WARMUP = 5
 
 
 async def turn(ws: Any) -> None:
@@ -56,38 +59,36 @@ async def measure(calls: int) -> dict[str, Any]:
         (sent if what == "arguments_done" else back)[call_id(frame)] = now
 
     server, port = await upstream.start(serve.AGENTS, hook)
-    os.environ["BENCH_SANDBOX_URL"] = f"ws://127.0.0.1:{port}/v1"
-    orch, task, oport = await serve.start(Path(tempfile.mkdtemp()))
-    pool = orch.config.app.state.services.pool  # type: ignore[attr-defined]
-    own: list[int] = []
-    real_call = pool.call
-
-    async def timed_call(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.monotonic_ns()
-        try:
-            return await real_call(*args, **kwargs)
-        finally:
-            own.append(time.monotonic_ns() - t0)
-
-    pool.call = timed_call
+    tmp = Path(tempfile.mkdtemp(prefix="bench-tools-"))
+    timings = tmp / "timings.json"
+    orch = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(serve.__file__)), str(tmp), str(timings),
+        cwd=serve.AGENTS.parent.parent, stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "BENCH_SANDBOX_URL": f"ws://127.0.0.1:{port}/v1"})
     try:
-        async with connect(f"ws://127.0.0.1:{oport}/v1/realtime?model=bench-tool-relay",
-                           additional_headers={"Authorization": f"Bearer {serve.TOKEN}"},
+        assert orch.stdout is not None
+        line = (await asyncio.wait_for(orch.stdout.readline(), 60)).decode()
+        if not line.startswith("PORT "):
+            raise RuntimeError("the orchestrator did not start")
+        url = f"ws://127.0.0.1:{line.split()[1]}/v1/realtime?model=bench-tool-relay"
+        async with connect(url, additional_headers={"Authorization": f"Bearer {serve.TOKEN}"},
                            compression=None) as ws:
             await ws.recv()
             await ws.send(json.dumps({"type": "session.update", "session": {
                 "type": "realtime", "output_modalities": ["text"]}}))
             while json.loads(await ws.recv())["type"] != "session.updated":
                 pass
-            for _ in range(5):  # warm-up
+            for _ in range(WARMUP):
                 await turn(ws)
-            sent.clear(), back.clear(), own.clear()
+            sent.clear(), back.clear()
             for _ in range(calls):
                 await turn(ws)
     finally:
-        orch.should_exit = True
-        await task
+        if orch.returncode is None:
+            orch.terminate()
+        await asyncio.wait_for(orch.wait(), 30)
         server.close()  # type: ignore[attr-defined]
+    own = json.loads(timings.read_text())[WARMUP:]
     trips = [back[c] - sent[c] for c in sent if c in back]
     overhead = [(t - o) / 1e6 for t, o in zip(trips, own, strict=False)]
     return {"calls": len(trips), "overhead_ms": overhead,
