@@ -6,8 +6,8 @@ Each session connects, waits for `session.created`, asks for a response (the ups
 paced audio reply) and streams 20 ms input audio chunks at real-time pace. Every output audio
 delta carries its upstream send time in its `event_id` (bench/upstream.py); receive time minus
 it is that event's latency. Only events received inside the window count. With `--pid`, the
-CPU time that process spent inside the window and its RSS (before the sessions connect and
-at the window's end) are reported too.
+CPU time that process spent inside the window and its RSS (before the sessions connect, once
+they are all connected but before audio flows, and at the window's end) are reported too.
 """
 
 from __future__ import annotations
@@ -115,6 +115,8 @@ async def drive(url: str, n: int, warmup_s: float, window_s: float, pid: int | N
         await asyncio.sleep(0.3)
     rss_before = rss_kb(pid) if pid else None
     sockets = await asyncio.gather(*(open_session(url, gate) for _ in range(n)))
+    await asyncio.sleep(0.3)
+    rss_connected = rss_kb(pid) if pid else None  # live sessions, no audio flowing yet
     stop = asyncio.Event()
     tasks = []
     for ws in sockets:
@@ -140,6 +142,8 @@ async def drive(url: str, n: int, warmup_s: float, window_s: float, pid: int | N
         "loadgen_cpu_s": own1 - own0,
         "rss_before_kb": rss_before, "rss_after_kb": rss_after,
         "rss_per_session_kb": (rss_after - rss_before) / n if pid and rss_after else None,
+        "rss_per_idle_session_kb": (rss_connected - rss_before) / n
+        if pid and rss_connected and rss_before else None,
         "send_slip_p99_ms": (sorted(tally.send_slip_ns)[int(len(tally.send_slip_ns) * .99)] / 1e6
                              if tally.send_slip_ns else None),
         "failures": tally.failures[:5],

@@ -154,7 +154,7 @@ async def main(quick: bool, url: str | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         runs = [await throughput(tmp, f"t{i}.db", count, url) for i in range(2)]
-        under_load = await lag(tmp, 5000, 2.0 if quick else 5.0, url)
+        under_load = await lag(tmp, 5000, 1.0 if quick else 5.0, url)
     return {"database": "sqlite" if url is None else url.split(":")[0], "throughput": runs,
             "rows_per_s": max(r["rows_per_s"] for r in runs), "lag": under_load}
 

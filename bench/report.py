@@ -42,6 +42,7 @@ def summarize(result: dict[str, Any], direct: dict[str, Any] | None) -> dict[str
         "relay_cpu_share": _round(result["relay_cpu_s"] / result["window_s"], 2)
         if result["relay_cpu_s"] is not None else None,
         "rss_per_session_kb": _round(result["rss_per_session_kb"], 1),
+        "rss_per_idle_session_kb": _round(result.get("rss_per_idle_session_kb"), 1),
         "rss_after_kb": result["rss_after_kb"], "send_slip_p99_ms": result["send_slip_p99_ms"],
         "loadgen_cpu_share": _round(result["loadgen_cpu_s"] / result["window_s"], 2),
         "failures": result["failures"],
@@ -112,7 +113,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                   default=None)
     if biggest and biggest["rss_per_session_kb"] is not None:
         kb = biggest["rss_per_session_kb"]
-        add("RSS per live session <= 100 KB", kb, kb <= 100, f"at {biggest['n']} sessions")
+        add("RSS per live session <= 100 KB", kb, kb <= 100,
+            f"streaming, at {biggest['n']} sessions; connected but silent: "
+            f"{biggest['rss_per_idle_session_kb']} KB")
     tools = results["tools"]["overhead_ms"]["p50"]
     add("tool dispatch overhead p50 <= 1 ms", tools, tools is not None and tools <= 1.0,
         f"p99 {results['tools']['overhead_ms']['p99']} ms")
@@ -172,7 +175,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {t['target']} | {_fmt(t['measured'])} | {met} | {t['note']} |")
     lines += ["", "### Latency of output audio deltas (ms) and the cost of each path", "",
               "| N | path | p50 | p99 | p99.9 | added p50 | added p99 | added p99.9 | "
-              "CPU µs/event | relay CPU (cores) | RSS KB/session | deltas got/expected |",
+              "CPU µs/event | relay CPU (cores) | RSS KB/session (silent) | deltas got/expected |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["latency"]:
         lat, add = r["latency_ms"], r["added_ms"]
@@ -180,7 +183,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['n']} | {r['path']} | {_fmt(lat['p50'])} | {_fmt(lat['p99'])} | "
             f"{_fmt(lat['p99.9'])} | {_fmt(add['p50'])} | {_fmt(add['p99'])} | "
             f"{_fmt(add['p99.9'])} | {_fmt(r['cpu_us_per_event'])} | "
-            f"{_fmt(r['relay_cpu_share'])} | {_fmt(r['rss_per_session_kb'])} | "
+            f"{_fmt(r['relay_cpu_share'])} | {_fmt(r['rss_per_session_kb'])} "
+            f"({_fmt(r['rss_per_idle_session_kb'])}) | "
             f"{r['audio_deltas']}/{r['expected_deltas']:.0f} |")
     t = results["tools"]
     lines += ["", f"### Tool dispatch ({t['calls']} sequential calls, ms)", "",

@@ -23,6 +23,7 @@ def load_result(path: str, n: int, latencies: list[float], cpu_s: float | None =
         "relay_cpu_s": None if path == "direct" else cpu_s,
         "relay_cpu_us_per_event": None if path == "direct" else (cpu_s or 0) * 1000,
         "rss_per_session_kb": None if path == "direct" else 80.0, "rss_after_kb": None,
+        "rss_per_idle_session_kb": None if path == "direct" else 60.0,
         "send_slip_p99_ms": 0.0, "loadgen_cpu_s": 0.2, "failures": [],
     }
 
