@@ -64,16 +64,19 @@ def tools_summary(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def capacity(rows: list[dict[str, Any]], path: str, limit_ms: float = 20.0) -> dict[str, Any]:
-    """The N at which p99 added latency passes the limit (interpolated between levels)."""
+    """The N from which p99 added latency stays past the limit (interpolated from the level
+    before); a single noisy level followed by good ones does not count."""
     points = sorted((r["n"], r["added_ms"]["p99"]) for r in rows
                     if r["path"] == path and r["added_ms"]["p99"] is not None)
-    previous = (0, 0.0)
-    for n, p99 in points:
-        if p99 > limit_ms:
-            n0, v0 = previous
-            return {"n": round(n0 + (n - n0) * (limit_ms - v0) / (p99 - v0)), "bounded": True}
-        previous = (n, p99)
-    return {"n": points[-1][0] if points else None, "bounded": False}  # at least this
+    streak = len(points)
+    while streak > 0 and points[streak - 1][1] > limit_ms:
+        streak -= 1
+    if streak == len(points):
+        return {"n": points[-1][0] if points else None, "bounded": False}  # at least this
+    n0, v0 = points[streak - 1] if streak > 0 else (0, 0.0)
+    n, p99 = points[streak]
+    v0 = min(v0, limit_ms)
+    return {"n": round(n0 + (n - n0) * (limit_ms - v0) / (p99 - v0)), "bounded": True}
 
 
 def _row(rows: list[dict[str, Any]], path: str, n: int) -> dict[str, Any] | None:

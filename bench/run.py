@@ -106,13 +106,15 @@ def one_level(children: Children, upstream_port: int, path: str, n: int,
 
 
 def latency_sweep(levels: list[int], warmup: float, window: float) -> list[dict[str, Any]]:
-    """Every path at every level, until both relays have passed the capacity limit."""
+    """Every path at every level, until both relays have passed the capacity limit at two
+    levels in a row (one noisy level on a shared machine does not end a path's sweep)."""
     children = Children()
     rows: list[dict[str, Any]] = []
     try:
         _, upstream_port = children.start("bench/upstream.py",
                                           env={"PYTHONPATH": str(REPO)})
         passed: set[str] = set()
+        over: dict[str, int] = {}
         for n in levels:
             direct: dict[str, Any] | None = None
             for path in PATHS:
@@ -124,9 +126,11 @@ def latency_sweep(levels: list[int], warmup: float, window: float) -> list[dict[
                 rows.append(summary)
                 if path == "direct":
                     direct = result
-                elif summary["added_ms"]["p99"] is not None and \
-                        summary["added_ms"]["p99"] > LIMIT_MS:
-                    passed.add(path)
+                elif summary["added_ms"]["p99"] is not None:
+                    over[path] = over.get(path, 0) + 1 \
+                        if summary["added_ms"]["p99"] > LIMIT_MS else 0
+                    if over[path] >= 2:
+                        passed.add(path)
             if {"relay", "orchestrator"} <= passed:
                 break
     finally:
@@ -165,7 +169,7 @@ def main() -> None:
     args = parser.parse_args()
     quick = args.quick
     levels = [int(x) for x in args.levels.split(",")] if args.levels else (
-        [20] if quick else [1, 50, 100, 150, 200, 250, 300])
+        [20] if quick else [1, 25, 50, 75, 100, 150, 200, 250, 300])
     warmup, window = (0.5, 2.0) if quick else (2.0, 8.0)
     started = time.monotonic()
     results: dict[str, Any] = {"quick": quick, "command": " ".join(["python", *sys.argv]),

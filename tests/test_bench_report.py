@@ -76,3 +76,8 @@ def test_targets_and_markdown_show_every_figure() -> None:
     assert met["stats endpoints < 1 s at 1M tool calls"] is None
     text = report.markdown(results)
     assert "| 20 | orchestrator |" in text and "not measured on this branch" in text
+
+
+def test_capacity_ignores_a_noisy_level_followed_by_good_ones() -> None:
+    rows = level(25, 30.0) + level(50, 2.0) + level(75, 20.0) + level(100, 40.0)
+    assert report.capacity(rows, "relay") == {"n": 75, "bounded": True}
