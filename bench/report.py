@@ -168,7 +168,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, Linux {m['kernel']}; "
         f"load average {', '.join(f'{x:.2f}' for x in m['load_before'])} before, "
-        f"{', '.join(f'{x:.2f}' for x in m.get('load_after', ()))} after (shared machine).",
+        f"{', '.join(f'{x:.2f}' for x in m.get('load_after', ()))} after (shared machine); "
+        f"niceness {m.get('nice', 0)}.",
         "",
         "### Targets", "",
         "| target | measured | met | note |", "|---|---|---|---|",

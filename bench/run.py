@@ -143,7 +143,7 @@ def machine() -> dict[str, Any]:
                   Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "kernel": platform.release(), "load_before": os.getloadavg()}
+            "kernel": platform.release(), "load_before": os.getloadavg(), "nice": os.nice(0)}
 
 
 def stats_figures(quick: bool) -> dict[str, Any]:
