@@ -229,11 +229,13 @@ def plot(results: dict[str, Any], out: Path) -> bool:
         return False
     fig, (raw, added) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     styles = {"direct": ":", "relay": "--", "orchestrator": "-"}
+    colors = {"direct": "C0", "relay": "C1", "orchestrator": "C2"}
     for path, style in styles.items():
         points = sorted((r["n"], r["latency_ms"]["p99"]) for r in results["latency"]
                         if r["path"] == path and r["latency_ms"]["p99"] is not None)
         if points:
-            raw.plot(*zip(*points, strict=True), style, marker="o", label=f"{path} p99")
+            raw.plot(*zip(*points, strict=True), style, marker="o", color=colors[path],
+                     label=f"{path} p99")
     raw.set_title("one-way latency of output audio deltas, p99")
     raw.set_yscale("log")
     for path in ("relay", "orchestrator"):
@@ -242,7 +244,7 @@ def plot(results: dict[str, Any], out: Path) -> bool:
                             if r["path"] == path and r["added_ms"][key] is not None)
             if points:
                 added.plot(*zip(*points, strict=True), styles[path], marker=marker,
-                           label=f"{path} {key}")
+                           color=colors[path], label=f"{path} {key}")
     added.axhline(20, color="grey", linewidth=0.8)
     added.set_yscale("symlog", linthresh=1)
     added.set_title("added latency over direct (0 = direct)")
