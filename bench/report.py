@@ -174,6 +174,8 @@ def markdown(results: dict[str, Any]) -> str:
         "### Targets", "",
         "| target | measured | met | note |", "|---|---|---|---|",
     ]
+    for error in results.get("errors", []):
+        lines.insert(4, f"Failed: {error}  ")
     for t in results["summary"]:
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
         lines.append(f"| {t['target']} | {_fmt(t['measured'])} | {met} | {t['note']} |")
