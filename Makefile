@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test lint sandbox clean
+.PHONY: run test lint sandbox clean bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ lint: $(VENV)/.dev
 
 sandbox: $(VENV)/.examples
 	$(BIN)/orchestrator sandbox
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m pip install --quiet -e '.[dev,examples,bench]'
+	$(BIN)/python bench/run.py
+
+bench-quick: $(VENV)/.dev
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

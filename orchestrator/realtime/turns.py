@@ -368,8 +368,9 @@ class TurnTools:
             log.exception("tool call %s failed unexpectedly", call.name)
             call.result = _error_result(f"internal error: {type(exc).__name__}", "protocol")
         self.session.rec.tool_call(call)
-        await self.session.outbox.flush()
+        # The output goes upstream first: the model waits on it, the client's frames do not.
         await self._maybe_continue(call.response_id)
+        await self.session.outbox.flush()
 
     async def _run(self, call: ServerCall) -> ToolResult:
         binding = call.binding
@@ -433,6 +434,7 @@ class TurnTools:
         await self.handoffs.discard(calls)
         for call in executed:
             await self._send_output(call)
+        await self.session.outbox.flush()  # rendered before _forget drops the final status
         self._forget(rid, calls)
         if executed and status == "completed" and rid not in self.client_call_responses:
             if self.active_response is not None or self.create_in_flight is not None:
