@@ -21,6 +21,7 @@ from orchestrator.config import Settings
 from orchestrator.realtime.gateway import router as realtime_router
 from orchestrator.services import Services
 from orchestrator.store.db import create_engine, upgrade
+from orchestrator.store.journal import Journal
 from orchestrator.store.recorder import SqlRecorder
 from orchestrator.store.versions import ensure_agent_version
 from orchestrator.tools.mcp_pool import McpPool
@@ -63,8 +64,12 @@ async def start_services(settings: Settings) -> Services:
     tools = {s.name: pool.tools(s.name) for s in pool.status() if s.connected}
     for problem in check_tools(registry.agent_set, tools):
         log.error("%s", problem)
+    journal = Journal(settings.recorder_journal_path
+                      or Path(settings.var_dir) / "recorder-journal.jsonl")
     recorder = SqlRecorder(engine, batch_size=settings.recorder_batch_size,
-                           flush_interval_s=settings.recorder_flush_interval_s)
+                           flush_interval_s=settings.recorder_flush_interval_s,
+                           close_grace_s=settings.recorder_close_grace_s,
+                           journal=journal, max_queue=settings.recorder_max_queue)
     await recorder.start()
     return Services(
         settings=settings, registry=registry, pool=pool, engine=engine,

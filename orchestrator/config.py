@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     # Recorder: rows are written in batches of at most this many, at least this often.
     recorder_batch_size: int = 500
     recorder_flush_interval_s: float = 0.2
+    # During a database outage: rows kept in memory before the oldest spill to the journal
+    # file (default `var_dir/recorder-journal.jsonl`), and how long a stop waits to write them.
+    recorder_max_queue: int = 100_000
+    recorder_journal_path: Path | None = None
+    recorder_close_grace_s: float = 10.0
     # MCP pool
     mcp_connect_timeout_s: float = 20.0
     mcp_default_call_timeout_s: float = 10.0

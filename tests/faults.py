@@ -1,0 +1,117 @@
+"""Real faults for the fault tests: a database that goes away, counts of live tasks and child
+processes, and a bounded wait on a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncGenerator, Callable
+from contextlib import asynccontextmanager
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orchestrator.store.tables import Conversation, Handoff, Item, Response, ToolCall
+from tests.test_mcp_pool import child_pids
+from tests.test_store import TcpProxy
+
+__all__ = ["DatabaseOutage", "child_pids", "outage_ready", "row_counts", "thread_count",
+           "wait_until"]
+
+WAIT = 30.0
+
+
+async def wait_until(condition: Callable[[], bool], within: float = WAIT) -> None:
+    """Return once `condition()` holds; TimeoutError past `within` (checks every 20 ms), for
+    states no event announces (a child process gone, a counter in another task)."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - there is no event to wait on
+            await asyncio.sleep(0.02)
+
+
+class DatabaseOutage:
+    """Takes a database away for real and brings it back.
+
+    PostgreSQL: the engine reaches the server through a TCP relay that is cut (listener and
+    every relayed connection closed) and restarted. SQLite: another connection holds an
+    EXCLUSIVE lock, so every write fails with `database is locked` after the busy timeout.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        url = make_url(database_url)
+        self._proxy: TcpProxy | None = None
+        self._lock: sqlite3.Connection | None = None
+        self._sqlite_path: str | None = None
+        if url.get_backend_name() == "sqlite":
+            self._sqlite_path = url.database
+            self.url = database_url
+        else:
+            self._proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+            self.url = url.set(port=self._proxy.port).render_as_string(hide_password=False)
+
+    async def start(self) -> None:
+        """The database reachable through `url`."""
+        if self._proxy is not None:
+            await self._proxy.start()
+
+    async def cut(self) -> None:
+        """The database becomes unavailable."""
+        if self._proxy is not None:
+            await self._proxy.close()
+            return
+        assert self._sqlite_path is not None
+        lock = sqlite3.connect(self._sqlite_path, isolation_level=None, check_same_thread=False)
+        lock.execute("BEGIN EXCLUSIVE")
+        self._lock = lock
+
+    async def restore(self) -> None:
+        """The database is back."""
+        if self._proxy is not None:
+            # The cut connections may hold the port a moment longer (bounded retry).
+            for _ in range(250):
+                try:
+                    await self._proxy.start()
+                    return
+                except OSError:
+                    await asyncio.sleep(0.02)
+            await self._proxy.start()
+            return
+        if self._lock is not None:
+            self._lock.execute("ROLLBACK")
+            self._lock.close()
+            self._lock = None
+
+    async def close(self) -> None:
+        """Release the lock, close the relay."""
+        if self._proxy is not None:
+            await self._proxy.close()
+        elif self._lock is not None:
+            await self.restore()
+
+
+@asynccontextmanager
+async def outage_ready(database_url: str) -> AsyncGenerator[DatabaseOutage]:
+    """A started `DatabaseOutage` for the test, restored and closed afterwards."""
+    outage = DatabaseOutage(database_url)
+    await outage.start()
+    try:
+        yield outage
+    finally:
+        await outage.close()
+
+
+async def row_counts(engine: AsyncEngine) -> dict[str, int]:
+    """Rows per recorded table."""
+    async with engine.connect() as connection:
+        return {
+            model.__tablename__: (await connection.scalar(
+                select(func.count()).select_from(model))) or 0
+            for model in (Conversation, Item, ToolCall, Response, Handoff)
+        }
+
+
+def thread_count() -> int:
+    """Live threads of this process."""
+    return threading.active_count()
