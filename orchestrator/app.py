@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -18,6 +19,7 @@ from orchestrator.admin.routes import router as admin_router
 from orchestrator.agents.loader import check_tools
 from orchestrator.agents.registry import Registry
 from orchestrator.config import Settings
+from orchestrator.realtime.admission import Admission, Stoppable, drain
 from orchestrator.realtime.gateway import router as realtime_router
 from orchestrator.services import Services
 from orchestrator.store.db import create_engine, upgrade
@@ -71,16 +73,30 @@ async def start_services(settings: Settings) -> Services:
                            close_grace_s=settings.recorder_close_grace_s,
                            journal=journal, max_queue=settings.recorder_max_queue)
     await recorder.start()
+    admission = Admission(max_sessions=settings.max_sessions,
+                          max_loop_lag_ms=settings.max_loop_lag_ms,
+                          retry_after_s=settings.admission_retry_after_s)
+    admission.start()
     return Services(
         settings=settings, registry=registry, pool=pool, engine=engine,
         sessionmaker=sessionmaker, recorder=recorder, admin_token=admin_token(settings),
         api_keys=frozenset(k.get_secret_value() for k in settings.api_keys),
+        admission=admission,
     )
+
+
+async def drain_sessions(services: Services) -> bool:
+    """Before the server closes its connections: refuse new sessions, end the live ones with
+    a closing `error` event (recorded `shutdown`), within the shutdown grace."""
+    live = [cast(Stoppable, session) for session in services.live_sessions]
+    return await drain(services.admission, live, services.live_sessions.wait_empty,
+                       services.settings.shutdown_grace_s)
 
 
 async def stop_services(services: Services) -> None:
     """Drain the recorder, stop MCP servers, close the database."""
     try:
+        await services.admission.aclose()
         await services.recorder.aclose()
     finally:
         try:

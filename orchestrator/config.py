@@ -37,6 +37,16 @@ class Settings(BaseSettings):
     # Realtime
     upstream_connect_timeout_s: float = 10.0
     max_client_frame_bytes: int = 16 * 1024 * 1024
+    # Admission and overload (realtime/admission.py): past `max_sessions` live sessions, or
+    # while the smoothed event-loop lag exceeds `max_loop_lag_ms` (None: off, the default,
+    # since spawning MCP servers makes short spikes normal), new sessions get 503.
+    max_sessions: int | None = 300
+    max_loop_lag_ms: float | None = None
+    admission_retry_after_s: int = 5
+    # A client whose socket takes longer than this to accept one frame is disconnected.
+    client_send_timeout_s: float = 10.0
+    # On SIGTERM: how long live sessions get to end before the server closes them anyway.
+    shutdown_grace_s: float = 10.0
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ audit record (handed to the recorder, never awaited).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
@@ -105,6 +106,7 @@ class RealtimeSession:
         self._internal_events: dict[str, str] = {}  # our event ids -> what they were
         self._early: list[str] = []
         self._tg: asyncio.TaskGroup | None = None
+        self._end_request: tuple[str, str, str] | None = None
         self.end_status = "completed"
         self.end_reason = "client_closed"
 
@@ -124,6 +126,8 @@ class RealtimeSession:
                 self._tg = tg
                 tg.create_task(self._client_pump(client_frames))
                 tg.create_task(self._upstream_pump())
+                if self._end_request is not None:
+                    self.request_end(*self._end_request)
         except* SessionEnd as group:
             first = group.exceptions[0]
             assert isinstance(first, SessionEnd)
@@ -134,6 +138,21 @@ class RealtimeSession:
         finally:
             await self.upstream.aclose()
             self.rec.ended(self.end_status, self.end_reason, self.agent.spec.name)
+
+    def request_end(self, reason: str, message: str, code: str) -> None:
+        """End the conversation from outside (a shutdown): an `error` event says why, sent
+        ahead of frames held for running tools, then the session ends with `reason`."""
+        if self._tg is None:
+            self._end_request = (reason, message, code)
+            return
+
+        async def end() -> None:
+            with contextlib.suppress(SessionEnd):
+                await self.client.send(
+                    protocol.error_event(message, code=code, error_type="server_error"))
+            raise SessionEnd("completed", reason)
+
+        self._tg.create_task(end())
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         """Run a task owned by this session's task group."""
