@@ -4,21 +4,28 @@ processes, and a bounded wait on a condition."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.store.tables import Conversation, Handoff, Item, Response, ToolCall
+from tests.server import REPO
 from tests.test_mcp_pool import child_pids
 from tests.test_store import TcpProxy
 
-__all__ = ["DatabaseOutage", "child_pids", "outage_ready", "row_counts", "thread_count",
-           "wait_until"]
+__all__ = ["REPO", "DatabaseOutage", "ServeProcess", "child_pids", "outage_ready",
+           "row_counts", "thread_count", "wait_until"]
 
 WAIT = 30.0
 
@@ -115,3 +122,47 @@ async def row_counts(engine: AsyncEngine) -> dict[str, int]:
 def thread_count() -> int:
     """Live threads of this process."""
     return threading.active_count()
+
+
+class ServeProcess:
+    """`orchestrator serve` (or `sandbox`) as a child process in a folder, its output kept."""
+
+    def __init__(self, folder: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        base = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", *args, "--port", str(self.port)],
+            cwd=folder, env={**base, "PYTHONPATH": str(REPO), **(env or {})}, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self.output: list[str] = []
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:  # drains the pipe so the child never blocks on it
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if "running on" in line.lower() or "listening" in line.lower():
+                self._ready.set()
+        self._ready.set()
+
+    async def ready(self) -> None:
+        """Wait until the child serves."""
+        await asyncio.wait_for(asyncio.to_thread(self._ready.wait, WAIT), WAIT)
+        assert self.proc.poll() is None, "".join(self.output)
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Signal the child and wait for its exit code (killed past the bound)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return await asyncio.to_thread(self.proc.wait, 60)
+        finally:
+            self.proc.kill()
+            await asyncio.to_thread(self._reader.join, WAIT)
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
