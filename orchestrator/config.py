@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     mcp_default_call_timeout_s: float = 10.0
     # Realtime
     upstream_connect_timeout_s: float = 10.0
+    # A model server that answers no ping within the timeout is taken for gone (1011).
+    upstream_ping_interval_s: float = 10.0
+    upstream_ping_timeout_s: float = 10.0
     max_client_frame_bytes: int = 16 * 1024 * 1024
     # Admission and overload (realtime/admission.py): past `max_sessions` live sessions, or
     # while the smoothed event-loop lag exceeds `max_loop_lag_ms` (None: off, the default,

@@ -146,7 +146,7 @@ class ServeProcess:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.output.append(line)
-            if "running on" in line.lower() or "listening" in line.lower():
+            if "running on" in line.lower() or "sandbox on" in line.lower():
                 self._ready.set()
         self._ready.set()
 

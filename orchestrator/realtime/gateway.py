@@ -119,7 +119,9 @@ async def _serve(websocket: WebSocket, services: Services) -> str | None:
     settings = services.settings
     try:
         upstream = await open_upstream(
-            loaded.spec, connect_timeout_s=settings.upstream_connect_timeout_s)
+            loaded.spec, connect_timeout_s=settings.upstream_connect_timeout_s,
+            ping_interval_s=settings.upstream_ping_interval_s,
+            ping_timeout_s=settings.upstream_ping_timeout_s)
     except UpstreamError as exc:
         await _refuse(websocket, f"Could not reach the model: {exc}", "upstream_unavailable", 1011)
         return

@@ -154,6 +154,13 @@ class RealtimeSession:
 
         self._tg.create_task(end())
 
+    async def recover_upstream(self, lost: UpstreamClosed) -> bool:
+        """The hook for re-establishing a lost upstream (a new connection seeded with the
+        conversation so far, where the agent allows it): True once `self.upstream` is a live
+        replacement, so the pump carries on. Not built yet: the conversation ends."""
+        del lost
+        return False
+
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         """Run a task owned by this session's task group."""
         assert self._tg is not None
@@ -168,8 +175,10 @@ class RealtimeSession:
 
     async def _tell_client(self, message: str, code: str) -> None:
         try:
+            # Not behind frames held for running tools: the session ends and they never will.
             await self.outbox.put(
-                protocol.error_event(message, code=code, error_type="server_error"))
+                protocol.error_event(message, code=code, error_type="server_error"),
+                ordered=False)
         except SessionEnd:
             pass
 
@@ -324,6 +333,8 @@ class RealtimeSession:
             try:
                 raw = await self.upstream.recv()
             except UpstreamClosed as exc:
+                if await self.recover_upstream(exc):
+                    continue
                 # Even a clean close (e.g. the upstream's session-length cap) ends the
                 # conversation under the client's feet: say why before closing.
                 await self._tell_client(f"The model connection closed: {exc.reason}",
