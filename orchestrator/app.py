@@ -58,7 +58,9 @@ async def start_services(settings: Settings) -> Services:
         version = await ensure_agent_version(sessionmaker, name, loaded.sha256, loaded.definition)
         registry.set_version(name, loaded.sha256, version)
     pool = McpPool(registry.servers, connect_timeout_s=settings.mcp_connect_timeout_s,
-                   default_call_timeout_s=settings.mcp_default_call_timeout_s)
+                   default_call_timeout_s=settings.mcp_default_call_timeout_s,
+                   ping_interval_s=settings.mcp_ping_interval_s,
+                   ping_timeout_s=settings.mcp_ping_timeout_s)
     await pool.start()
     for status in pool.status():
         if not status.connected:
