@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     mcp_default_call_timeout_s: float = 10.0
     # Liveness: a server that answers no ping within the timeout is restarted (None: off).
     mcp_ping_interval_s: float | None = 10.0
-    mcp_ping_timeout_s: float = 5.0
+    mcp_ping_timeout_s: float = 10.0
     # Realtime
     upstream_connect_timeout_s: float = 10.0
     # A model server that answers no ping within the timeout is taken for gone (1011).

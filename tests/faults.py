@@ -25,7 +25,7 @@ from tests.test_mcp_pool import child_pids
 from tests.test_store import TcpProxy
 
 __all__ = ["REPO", "DatabaseOutage", "ServeProcess", "child_pids", "outage_ready",
-           "row_counts", "thread_count", "wait_until"]
+           "row_counts", "wait_until"]
 
 WAIT = 30.0
 
@@ -117,11 +117,6 @@ async def row_counts(engine: AsyncEngine) -> dict[str, int]:
                 select(func.count()).select_from(model))) or 0
             for model in (Conversation, Item, ToolCall, Response, Handoff)
         }
-
-
-def thread_count() -> int:
-    """Live threads of this process."""
-    return threading.active_count()
 
 
 class ServeProcess:

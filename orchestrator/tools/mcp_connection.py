@@ -75,7 +75,7 @@ class Connection:
     connect_timeout_s: float
     on_tools_changed: Callable[[Connection], None]  # after `tools` changed
     ping_interval_s: float | None = 10.0  # None: no liveness check
-    ping_timeout_s: float = 5.0
+    ping_timeout_s: float = 10.0
     state: State = "connecting"
     link: Link | None = None
     tools: list[ToolInfo] = field(default_factory=list[ToolInfo])

@@ -48,7 +48,7 @@ class McpPool:
         connect_timeout_s: float = 20.0,
         default_call_timeout_s: float = 10.0,
         ping_interval_s: float | None = 10.0,
-        ping_timeout_s: float = 5.0,
+        ping_timeout_s: float = 10.0,
     ) -> None:
         self._specs = dict(servers)
         self._servers: dict[str, Connection] = {}
