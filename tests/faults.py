@@ -13,7 +13,9 @@ import sys
 import threading
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -24,8 +26,8 @@ from tests.server import REPO
 from tests.test_mcp_pool import child_pids
 from tests.test_store import TcpProxy
 
-__all__ = ["REPO", "DatabaseOutage", "ServeProcess", "child_pids", "outage_ready",
-           "row_counts", "wait_until"]
+__all__ = ["REPO", "DatabaseOutage", "Seen", "ServeProcess", "child_pids", "outage_ready",
+           "recorded_messages", "row_counts", "wait_until"]
 
 WAIT = 30.0
 
@@ -161,3 +163,31 @@ class ServeProcess:
             await asyncio.to_thread(self._reader.join, WAIT)
             assert self.proc.stdout is not None
             self.proc.stdout.close()
+
+
+@dataclass(slots=True)
+class Seen:
+    """What one client saw of its conversation: message item ids and server tool calls."""
+
+    messages: set[str] = field(default_factory=set[str])
+    tool_calls: int = 0
+
+    def add(self, events: list[dict[str, Any]]) -> None:
+        """Note the finished items among `events`."""
+        for event in events:
+            if event["type"] != "conversation.item.done":
+                continue
+            item = event["item"]
+            if item["type"] == "message":
+                self.messages.add(item["id"])
+            elif item["type"] == "mcp_call":
+                self.tool_calls += 1
+
+
+async def recorded_messages(engine: AsyncEngine) -> tuple[list[str], int]:
+    """Every recorded message item id (duplicates kept) and the number of tool calls."""
+    async with engine.connect() as connection:
+        ids = (await connection.scalars(
+            select(Item.item_id).where(Item.type == "message"))).all()
+        calls = await connection.scalar(select(func.count()).select_from(ToolCall)) or 0
+    return [i for i in ids if i is not None], calls

@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.store.db import create_engine, upgrade
@@ -16,9 +17,12 @@ from orchestrator.store.journal import Journal, decode, encode
 from orchestrator.store.recorder import SqlRecorder
 from orchestrator.store.records import Record
 from tests.conftest import conversation_records
-from tests.faults import outage_ready, row_counts, wait_until
+from tests.faults import REPO, Seen, outage_ready, recorded_messages, row_counts, wait_until
+from tests.realtime_client import connect, text_of
+from tests.server import serve
 
 WAIT = 30.0
+AGENTS = REPO / "tests" / "fixtures" / "faults"
 
 
 def conversations(count: int, prefix: str) -> list[Record]:
@@ -103,3 +107,36 @@ async def test_rows_unwritten_at_a_stop_are_kept_and_replayed_by_the_next_start(
         counts = await row_counts(engine)
     assert counts == expected_counts(10)
     assert not journal.exists()
+
+
+async def test_sessions_run_through_an_outage_and_every_row_they_made_lands_once(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_TEST_REPO", str(REPO))
+    await upgrade(database_url)
+    seen = Seen()
+    async with outage_ready(database_url) as outage, \
+            serve(outage.url, tmp_path, agents_dir=AGENTS, recorder_max_queue=10,
+                  recorder_batch_size=10, recorder_journal_path=tmp_path / "journal.jsonl",
+                  ) as server:
+        recorder = server.services.recorder
+        await outage.cut()
+
+        async def conversation() -> None:
+            async with connect(server.realtime_url("desk"), server.token) as client:
+                for text in ("echo please", "hello", "echo again"):
+                    events = await client.turn(text)
+                    seen.add(events)
+                    assert text_of(events)
+
+        await asyncio.gather(*(conversation() for _ in range(4)))  # while the database is out
+        await asyncio.wait_for(server.services.live_sessions.wait_empty(), WAIT)
+        assert recorder.queue_depth > 0  # nothing of theirs could be written yet
+        await wait_until(lambda: recorder.rows_journaled > 0)
+        await outage.restore()
+        await asyncio.wait_for(recorder.flush(), WAIT)
+        async with engine_on(database_url) as engine:
+            messages, calls = await recorded_messages(engine)
+            counts = await row_counts(engine)
+    assert sorted(messages) == sorted(seen.messages)  # each one, once
+    assert calls == seen.tool_calls == 8
+    assert counts["conversations"] == 4
