@@ -5,6 +5,7 @@ the database is back, none twice; rows unwritten at a stop are replayed by the n
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -133,7 +134,10 @@ async def test_sessions_run_through_an_outage_and_every_row_they_made_lands_once
         assert recorder.queue_depth > 0  # nothing of theirs could be written yet
         await wait_until(lambda: recorder.rows_journaled > 0)
         await outage.restore()
+        back = time.monotonic()
         await asyncio.wait_for(recorder.flush(), WAIT)
+        print(f"database back: {recorder.rows_written} rows written "
+              f"({recorder.rows_journaled} via the journal) {time.monotonic() - back:.2f} s later")
         async with engine_on(database_url) as engine:
             messages, calls = await recorded_messages(engine)
             counts = await row_counts(engine)

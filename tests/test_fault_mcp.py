@@ -22,13 +22,18 @@ async def test_a_server_killed_mid_call_fails_that_call_and_is_restarted() -> No
         old = await server_pid(pool, "box")
         call = asyncio.create_task(pool.call("box", "slow", {"seconds": 20}, timeout_s=10))
         await wait_until(lambda: pool.status()[0].connected and not call.done())
+        started = time.monotonic()
         os.kill(old, signal.SIGKILL)
         result = await asyncio.wait_for(call, WAIT)
+        failed = time.monotonic() - started
         assert result.is_error and result.error_kind == "unavailable", result
         assert (await pool.call("other", "echo", {"text": "fine"})).output == "fine"
         new = await server_pid(pool, "box")  # waits for the restart in progress
+        recovered = time.monotonic() - started
         assert new != old and not alive(old)
         assert pool.status()[0].restarts == 1
+        print(f"killed MCP server: call failed after {failed:.2f} s, "
+              f"serving again after {recovered:.2f} s")
 
 
 async def test_a_hung_server_is_found_by_the_liveness_check_and_restarted() -> None:
@@ -65,9 +70,9 @@ async def test_a_server_that_never_starts_is_retried_with_backoff_and_fails_fast
 
 async def test_a_stdout_flood_leaves_the_server_usable_and_the_others_untouched() -> None:
     async with running({"box": toolbox(), "other": toolbox()}, **PING) as pool:
-        flood = asyncio.create_task(pool.call("box", "flood", {"lines": 50_000}, timeout_s=10))
+        flood = asyncio.create_task(pool.call("box", "flood", {"lines": 20_000}, timeout_s=10))
         assert (await pool.call("other", "echo", {"text": "fine"})).output == "fine"
         result = await asyncio.wait_for(flood, WAIT)
-        assert result.output == "flooded 50000"  # the junk lines are skipped, the answer read
+        assert result.output == "flooded 20000"  # the junk lines are skipped, the answer read
         assert (await pool.call("box", "echo", {"text": "after"})).output == "after"
         assert [s.restarts for s in pool.status()] == [0, 0]

@@ -86,16 +86,16 @@ async def test_a_lagging_event_loop_refuses_new_sessions_until_it_recovers(
 
         hogging = asyncio.create_task(hog())
         try:
-            await wait_until(lambda: lag.smoothed_ms > 200.0)
+            await wait_until(lambda: lag.smoothed_ms > 150.0)
         finally:
             stop.set()
             await hogging
-        refusal = await refused(server)  # the average decays over ~0.7 s from here
+        refusal = await refused(server)  # the average takes ~0.4 s to fall back to 100 ms
         assert refusal.response.status_code == 503
         assert b"event loop" in (refusal.response.body or b"")
         await wait_until(lambda: lag.smoothed_ms < 100.0)
-        async with connect(server.realtime_url("desk"), server.token) as client:
-            assert "Desk here." in text_of(await client.turn("hello"))
+        async with connect(server.realtime_url("desk"), server.token, text_only=False):
+            pass  # admitted again: session.created came
 
 
 def test_one_lag_spike_does_not_refuse_but_a_sustained_lag_does() -> None:

@@ -48,7 +48,7 @@ async def test_concurrent_sessions_are_recorded_count_for_count(
     url = sqlite_url(tmp_path / "orchestrator.db")
     async with serve(url, tmp_path, agents_dir=AGENTS) as server:
         result = await run_load(server.realtime_url("relay"), server.token, sessions=SESSIONS,
-                                turns=None if SOAK else 2, duration_s=60.0 if SOAK else None)
+                                turns=None if SOAK else 1, duration_s=60.0 if SOAK else None)
         services = server.services
         await asyncio.wait_for(services.live_sessions.wait_empty(), 60)
         await asyncio.wait_for(services.recorder.flush(), 60)
@@ -58,7 +58,7 @@ async def test_concurrent_sessions_are_recorded_count_for_count(
         messages, calls = await recorded_messages(engine)
     finally:
         await engine.dispose()
-    assert result.turns >= 2 * SESSIONS
+    assert result.turns >= SESSIONS
     assert sorted(messages) == sorted(result.seen.messages)
     assert calls == result.seen.tool_calls > 0
     if not SOAK:
