@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -27,7 +28,7 @@ from tests.test_mcp_pool import child_pids
 from tests.test_store import TcpProxy
 
 __all__ = ["REPO", "DatabaseOutage", "Seen", "ServeProcess", "child_pids", "outage_ready",
-           "recorded_messages", "row_counts", "wait_until"]
+           "recorded_messages", "row_counts", "sandbox_process", "wait_until"]
 
 WAIT = 30.0
 
@@ -191,3 +192,22 @@ async def recorded_messages(engine: AsyncEngine) -> tuple[list[str], int]:
             select(Item.item_id).where(Item.type == "message"))).all()
         calls = await connection.scalar(select(func.count()).select_from(ToolCall)) or 0
     return [i for i in ids if i is not None], calls
+
+
+FAULT_AGENTS = REPO / "tests" / "fixtures" / "faults"
+
+
+@asynccontextmanager
+async def sandbox_process(folder: Path) -> AsyncGenerator[ServeProcess]:
+    """`orchestrator sandbox` in its own process serving the fault agents' scripts; resumed
+    (if frozen) and killed afterwards."""
+    shutil.copytree(FAULT_AGENTS, folder / "agents")
+    process = ServeProcess(folder, "sandbox", "--agents", "agents",
+                           env={"ORCH_TEST_REPO": str(REPO)})
+    try:
+        await process.ready()
+        yield process
+    finally:
+        if process.proc.poll() is None:
+            os.kill(process.proc.pid, signal.SIGCONT)
+        await process.stop(signal.SIGKILL)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import time
 from collections.abc import AsyncGenerator
@@ -20,7 +19,7 @@ import pytest_asyncio
 import websockets
 
 from tests.conftest import sqlite_url
-from tests.faults import REPO, ServeProcess
+from tests.faults import REPO, ServeProcess, sandbox_process
 from tests.realtime_client import connect, text_of
 from tests.server import RunningServer, serve
 
@@ -31,17 +30,8 @@ WAIT = 30.0
 @pytest_asyncio.fixture
 async def sandbox(tmp_path: Path) -> AsyncGenerator[ServeProcess]:
     """`orchestrator sandbox` in its own process, serving the `desk` script."""
-    folder = tmp_path / "sandbox"
-    shutil.copytree(AGENTS, folder / "agents")
-    process = ServeProcess(folder, "sandbox", "--agents", "agents",
-                           env={"ORCH_TEST_REPO": str(REPO)})
-    try:
-        await process.ready()
+    async with sandbox_process(tmp_path / "sandbox") as process:
         yield process
-    finally:
-        if process.proc.poll() is None:
-            os.kill(process.proc.pid, signal.SIGCONT)
-        await process.stop(signal.SIGKILL)
 
 
 async def conversation(server: RunningServer) -> dict[str, Any]:

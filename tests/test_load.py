@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import signal
 import statistics
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest_asyncio
 
 from orchestrator.store.db import create_engine
 from tests.conftest import sqlite_url
-from tests.faults import REPO, ServeProcess, recorded_messages
+from tests.faults import REPO, ServeProcess, recorded_messages, sandbox_process
 from tests.load import run_load
 from tests.server import serve
 
@@ -29,16 +27,9 @@ SOAK = os.environ.get("ORCHESTRATOR_SOAK") == "1"
 
 @pytest_asyncio.fixture
 async def sandbox(tmp_path: Path) -> AsyncGenerator[ServeProcess]:
-    """`orchestrator sandbox` in its own process."""
-    folder = tmp_path / "sandbox"
-    shutil.copytree(AGENTS, folder / "agents")
-    process = ServeProcess(folder, "sandbox", "--agents", "agents",
-                           env={"ORCH_TEST_REPO": str(REPO)})
-    try:
-        await process.ready()
+    """`orchestrator sandbox` in its own process, serving the `desk` script."""
+    async with sandbox_process(tmp_path / "sandbox") as process:
         yield process
-    finally:
-        await process.stop(signal.SIGTERM)
 
 
 async def test_concurrent_sessions_are_recorded_count_for_count(
