@@ -152,7 +152,11 @@ class RealtimeSession:
                     protocol.error_event(message, code=code, error_type="server_error"))
             raise SessionEnd("completed", reason)
 
-        self._tg.create_task(end())
+        ending = end()
+        try:
+            self._tg.create_task(ending)
+        except RuntimeError:  # the session has just ended by itself
+            ending.close()
 
     async def recover_upstream(self, lost: UpstreamClosed) -> bool:
         """The hook for re-establishing a lost upstream (a new connection seeded with the
