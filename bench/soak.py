@@ -3,6 +3,7 @@ the scripted model (`orchestrator sandbox`), each in its own process, then the r
 count for count (every message item and tool call the clients saw is in the database, once).
 
     .venv/bin/python bench/soak.py [--sessions 200] [--seconds 60] [--database-url URL]
+                                   [--admit N]   # max_sessions: the rest get 503
 
 Prints turns, turn latency percentiles, the server's peak RSS, the SIGTERM-to-exit time and
 the check. The same check runs in the suite as a short burst (`tests/test_load.py`, or the
@@ -39,7 +40,8 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def main(sessions: int, seconds: float, database_url: str | None) -> int:
+async def main(sessions: int, seconds: float, database_url: str | None,
+               admit: int | None) -> int:
     """Run the soak; 0 if the record matches what the clients saw."""
     folder = Path(tempfile.mkdtemp(prefix="soak-"))
     shutil.copytree(AGENTS, folder / "agents")
@@ -49,7 +51,7 @@ async def main(sessions: int, seconds: float, database_url: str | None) -> int:
     url = database_url or f"sqlite+aiosqlite:///{folder / 'var' / 'orchestrator.db'}"
     server = ServeProcess(folder, "serve", env={
         **env, "SANDBOX_URL": f"ws://127.0.0.1:{sandbox.port}/v1",
-        "ORCHESTRATOR_DATABASE_URL": url, "ORCHESTRATOR_MAX_SESSIONS": str(sessions + 10)})
+        "ORCHESTRATOR_DATABASE_URL": url, "ORCHESTRATOR_MAX_SESSIONS": str(admit or sessions + 10)})
     await server.ready()
     token = (folder / "var" / "admin_token").read_text().strip()
     peak = [0.0]
@@ -77,7 +79,7 @@ async def main(sessions: int, seconds: float, database_url: str | None) -> int:
     print(f"{sessions} sessions for {seconds:g} s: {result.turns} turns "
           f"({result.turns / seconds:.0f}/s), turn p50 {q[49]:.0f} ms, p95 {q[94]:.0f} ms, "
           f"p99 {q[98]:.0f} ms; server peak RSS {peak[0]:.0f} MB; SIGTERM to exit "
-          f"{stopped:.2f} s (code {code})")
+          f"{stopped:.2f} s (code {code}); {result.refused} sessions refused (503)")
     print(f"record: {len(messages)} message items for {len(result.seen.messages)} seen, "
           f"{calls} tool calls for {result.seen.tool_calls} seen: {'OK' if ok else 'MISMATCH'}")
     shutil.rmtree(folder, ignore_errors=True)
@@ -89,5 +91,7 @@ if __name__ == "__main__":
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--admit", type=int, default=None,
+                        help="max_sessions of the server (default: sessions + 10)")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.sessions, args.seconds, args.database_url)))
+    sys.exit(asyncio.run(main(args.sessions, args.seconds, args.database_url, args.admit)))

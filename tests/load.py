@@ -12,6 +12,7 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
 
 from tests.faults import Seen
 
@@ -25,6 +26,7 @@ class LoadResult:
 
     seen: Seen = field(default_factory=Seen)
     turns: int = 0
+    refused: int = 0  # sessions answered 503 (admission control)
     latencies_ms: list[float] = field(default_factory=list[float])
 
 
@@ -58,9 +60,18 @@ async def run_load(url: str, token: str, *, sessions: int, turns: int | None = N
 
     async def one() -> None:
         async with ramp:
-            ws = await websockets.connect(
-                url, additional_headers={"Authorization": f"Bearer {token}"},
-                compression=None, max_size=None, open_timeout=WAIT)
+            try:
+                ws = await websockets.connect(
+                    url, additional_headers={"Authorization": f"Bearer {token}"},
+                    compression=None, max_size=None, open_timeout=WAIT)
+            except InvalidStatus as exc:
+                if exc.response.status_code != 503:
+                    raise
+                result.refused += 1
+                ws = None
+        if ws is None:
+            await asyncio.wait_for(all_live.wait(), WAIT)
+            return
         async with ws:
             assert json.loads(await asyncio.wait_for(ws.recv(), WAIT))["type"] == \
                 "session.created"

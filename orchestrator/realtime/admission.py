@@ -94,6 +94,7 @@ class Admission:
         self.lag = LoopLag()
         self.draining = False
         self.refused = 0
+        self.admitted = 0  # connections admitted and not finished (sessions and handshakes)
 
     def start(self) -> None:
         """Start the loop-lag measurement if a lag limit is set."""
@@ -104,8 +105,12 @@ class Admission:
         """Stop measuring."""
         await self.lag.aclose()
 
+    def release(self) -> None:
+        """An admitted connection has finished."""
+        self.admitted -= 1
+
     def refusal(self, live: int) -> Refusal | None:
-        """Whether a new session must be refused, with `live` sessions running."""
+        """Whether a new connection must be refused, with `live` ones admitted."""
         if self.draining:
             return Refusal("server_shutting_down", "The server is shutting down; reconnect.",
                            self.retry_after_s)
@@ -120,10 +125,13 @@ class Admission:
                            f"behind).", self.retry_after_s)
         return None
 
-    async def admit(self, websocket: WebSocket, live: int) -> bool:
-        """Admit the connection, or answer its upgrade with 503 + Retry-After."""
-        refusal = self.refusal(live)
+    async def admit(self, websocket: WebSocket) -> bool:
+        """Admit the connection (counted until `release`), or answer its upgrade with 503 +
+        Retry-After. Counted from here, not from when its session starts: a burst of
+        handshakes cannot overshoot the limit while upstreams are being opened."""
+        refusal = self.refusal(self.admitted)
         if refusal is None:
+            self.admitted += 1
             return True
         self.refused += 1
         body = {"type": "error", "error": {"type": "server_error", "code": refusal.code,

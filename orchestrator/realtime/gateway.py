@@ -86,8 +86,15 @@ class _Client:
 async def realtime(websocket: WebSocket) -> None:
     """One realtime conversation with the agent named by `model=` (or `agent=`)."""
     services: Services = websocket.app.state.services
-    if not await services.admission.admit(websocket, len(services.live_sessions)):
+    if not await services.admission.admit(websocket):
         return
+    try:
+        await _admitted(websocket, services)
+    finally:
+        services.admission.release()
+
+
+async def _admitted(websocket: WebSocket, services: Services) -> None:
     offered = list(websocket.scope.get("subprotocols") or [])
     if not key_allowed(services, bearer_key(websocket.headers, offered)):
         await websocket.close(code=1008, reason="invalid or missing API key")
