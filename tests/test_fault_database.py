@@ -144,3 +144,18 @@ async def test_sessions_run_through_an_outage_and_every_row_they_made_lands_once
     assert sorted(messages) == sorted(seen.messages)  # each one, once
     assert calls == seen.tool_calls == 8
     assert counts["conversations"] == 4
+
+
+async def test_a_journal_line_cut_short_by_a_crash_is_skipped(
+        engine: AsyncEngine, tmp_path: Path) -> None:
+    rows = conversation_records("conv_cut")
+    path = tmp_path / "journal.jsonl"
+    lines = [encode(row) for row in rows]
+    path.write_text("\n".join([*lines[:3], lines[3][:25], *lines[4:]]) + "\n{\"kind\": \"Item")
+    rec = recorder(engine, path)
+    await rec.start()
+    await asyncio.wait_for(rec.flush(), WAIT)
+    await rec.aclose()
+    counts = await row_counts(engine)
+    assert counts["items"] == 2 and counts["tool_calls"] == 1  # the cut item is the lost one
+    assert not path.exists()

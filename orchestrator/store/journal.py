@@ -15,6 +15,7 @@ its writer task only (never from the relay path).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import typing
 from dataclasses import asdict, fields
@@ -31,6 +32,8 @@ from orchestrator.store.records import (
     ResponseRecorded,
     ToolCallRecorded,
 )
+
+logger = logging.getLogger(__name__)
 
 _KINDS: dict[str, type[Record]] = {
     cls.__name__: cls
@@ -77,6 +80,7 @@ class Journal:
         self._offset = 0  # bytes consumed from the front
         self.pending = 0  # lines appended and not consumed (approximate after a restart)
         self.appended = 0  # lines appended by this process
+        self.skipped = 0  # unreadable lines passed over by `peek`
 
     def load(self) -> int:
         """Count the lines a previous process left; returns that count."""
@@ -115,7 +119,12 @@ class Journal:
                     break
                 offset += len(line)
                 if line.strip():
-                    rows.append(decode(line.decode()))
+                    try:
+                        rows.append(decode(line.decode()))
+                    except (ValueError, TypeError, KeyError):  # cut short by a crash
+                        self.skipped += 1
+                        logger.error("journal %s: skipping an unreadable line at byte %d",
+                                     self.path, offset - len(line))
         return rows, offset
 
     def consume(self, offset: int, count: int) -> None:

@@ -46,6 +46,7 @@ from orchestrator.store.tables import Base, Conversation, Handoff, Item, Respons
 logger = logging.getLogger(__name__)
 
 Params = dict[str, Any]
+SPILL_RETRY_S = 5.0  # after the journal file could not be written
 
 
 @dataclass(slots=True)
@@ -420,7 +421,12 @@ class SqlRecorder:
             if journal is not None:
                 async with self._order:
                     if journal.pending:
+                        skipped = journal.skipped
                         batch, offset = await asyncio.to_thread(journal.peek, self._batch_size)
+                        self._dropped += journal.skipped - skipped  # counted, never written
+                        if not batch:  # only unreadable lines were left
+                            await asyncio.to_thread(journal.consume, offset, journal.pending)
+                            continue
                         self._in_hand, self._in_hand_journaled = batch, True
                         return batch, offset
             if not await self._await_rows():
@@ -450,7 +456,16 @@ class SqlRecorder:
         count = len(self._queue) - self._max_queue // 2
         rows = [self._queue.popleft() for _ in range(count)]
         self._taken += count
-        await asyncio.to_thread(self._journal.append, rows)
+        try:
+            await asyncio.to_thread(self._journal.append, rows)
+        except OSError as exc:
+            # Keep them in memory rather than lose them; try the file again a little later.
+            self._queue.extendleft(reversed(rows))
+            self._taken -= count
+            logger.error("recorder: cannot spill to %s (%r); %d rows stay in memory",
+                         self._journal.path, exc, len(self._queue))
+            await asyncio.sleep(SPILL_RETRY_S)
+            return
         logger.warning("recorder: the database is behind; %d rows spilled to %s",
                        count, self._journal.path)
 
@@ -463,7 +478,12 @@ class SqlRecorder:
         rows += await asyncio.to_thread(journal.rest)
         rows += self._queue
         self._queue.clear()
-        await asyncio.to_thread(journal.rewrite, rows)
+        try:
+            await asyncio.to_thread(journal.rewrite, rows)
+        except OSError as exc:
+            logger.critical("recorder closed with %d rows unwritten and the journal %s not "
+                            "writable (%r): they are lost", len(rows), journal.path, exc)
+            return True
         logger.error("recorder closed after %.1fs with %d rows unwritten; kept in %s for the "
                      "next start (last error: %r)",
                      self._close_grace_s, len(rows), journal.path, self._last_error)
