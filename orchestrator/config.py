@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # A model server that answers no ping within the timeout is taken for gone (1011).
     upstream_ping_interval_s: float = 10.0
     upstream_ping_timeout_s: float = 10.0
+    # A response the model started and then streams nothing of for this long ends the session.
+    upstream_response_timeout_s: float | None = 60.0
     max_client_frame_bytes: int = 16 * 1024 * 1024
     # Admission and overload (realtime/admission.py): past `max_sessions` live sessions, or
     # while the smoothed event-loop lag exceeds `max_loop_lag_ms` (None: off, the default,

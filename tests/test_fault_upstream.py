@@ -17,7 +17,9 @@ import httpx
 import pytest
 import pytest_asyncio
 import websockets
+from websockets.asyncio.server import Server, ServerConnection
 
+from orchestrator.upstream.sandbox import start_sandbox
 from tests.conftest import sqlite_url
 from tests.faults import REPO, ServeProcess, sandbox_process
 from tests.realtime_client import connect, text_of
@@ -73,3 +75,65 @@ async def test_the_model_server_dying_or_hanging_mid_turn_ends_the_session_clean
     assert calls == [("echo", "completed"), ("slow", "failed")]
     said = [e["text"] for e in record["timeline"] if e.get("role") == "assistant"]
     assert said == ["Echo: echoed"]  # the turn before the fault, as the client saw it
+
+
+class StallingModel:
+    """A model server that starts a response and then goes silent while still answering
+    pings: a relay to the sandbox that, once `stall` is set, forwards the next
+    `response.created` and nothing after it."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.stall = False
+        self.server: Server | None = None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        """Relay one connection, going silent once asked to."""
+        path = ws.request.path if ws.request is not None else "/v1/realtime"
+        async with websockets.connect(f"ws://127.0.0.1:{self.target_port}{path}",
+                                      compression=None, max_size=None) as model:
+            async def up() -> None:
+                async for message in ws:
+                    await model.send(message)
+                await model.close()  # the orchestrator hung up: so does the relay
+
+            async def down() -> None:
+                silent = False
+                async for message in model:
+                    if not silent:
+                        await ws.send(message)
+                    silent = silent or (self.stall and '"response.created"' in str(message))
+
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(up())
+                tg.create_task(down())
+
+
+async def test_a_model_that_goes_silent_mid_response_ends_the_session(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_TEST_REPO", str(REPO))
+    sandbox = await start_sandbox(agents_dir=AGENTS)
+    model = StallingModel(sandbox.port)
+    relay = await websockets.serve(model.handler, "127.0.0.1", 0, compression=None)
+    port = next(iter(relay.sockets)).getsockname()[1]
+    monkeypatch.setenv("SANDBOX_URL", f"ws://127.0.0.1:{port}/v1")
+    try:
+        async with serve(sqlite_url(tmp_path / "orchestrator.db"), tmp_path,
+                         agents_dir=AGENTS, upstream_response_timeout_s=1.0) as server:
+            async with connect(server.realtime_url("relay"), server.token) as client:
+                assert "Desk here." in text_of(await client.turn("hello"))
+                model.stall = True
+                await client.say("hello again")
+                events = await client.until(lambda e: e["type"] == "error")
+                assert "response.created" in [e["type"] for e in events]
+                assert events[-1]["error"]["code"] == "upstream_timeout"
+                with pytest.raises(websockets.ConnectionClosed):
+                    await client.recv()
+            record = await conversation(server)
+    finally:
+        relay.close()
+        await relay.wait_closed()
+        await sandbox.aclose()
+    assert (record["status"], record["end_reason"]) == ("failed", "upstream_timeout")
+    said = [e["text"] for e in record["timeline"] if e.get("role") == "assistant"]
+    assert said == ["Desk here."]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -107,6 +108,8 @@ class RealtimeSession:
         self._early: list[str] = []
         self._tg: asyncio.TaskGroup | None = None
         self._end_request: tuple[str, str, str] | None = None
+        self._response_open = False  # between response.created and response.done
+        self._last_upstream_at = 0.0  # time.monotonic() of the last upstream frame
         self.end_status = "completed"
         self.end_reason = "client_closed"
 
@@ -128,6 +131,9 @@ class RealtimeSession:
                 tg.create_task(self._upstream_pump())
                 if self._end_request is not None:
                     self.request_end(*self._end_request)
+                limit = self.deps.settings.upstream_response_timeout_s
+                if limit is not None:
+                    tg.create_task(self._watch_responses(limit))
         except* SessionEnd as group:
             first = group.exceptions[0]
             assert isinstance(first, SessionEnd)
@@ -157,6 +163,17 @@ class RealtimeSession:
             self._tg.create_task(ending)
         except RuntimeError:  # the session has just ended by itself
             ending.close()
+
+    async def _watch_responses(self, limit_s: float) -> None:
+        """A model that started a response and then stopped streaming it (while still
+        answering pings) ends the session: the client would otherwise wait forever."""
+        while True:
+            await asyncio.sleep(min(limit_s / 4, 1.0))
+            if self._response_open and time.monotonic() - self._last_upstream_at > limit_s:
+                await self._tell_client(
+                    f"The model stopped answering mid-response (nothing for {limit_s:g} s).",
+                    "upstream_timeout")
+                raise SessionEnd("failed", "upstream_timeout")
 
     async def recover_upstream(self, lost: UpstreamClosed) -> bool:
         """The hook for re-establishing a lost upstream (a new connection seeded with the
@@ -345,6 +362,7 @@ class RealtimeSession:
                                         "upstream_closed")
                 status = "completed" if exc.clean else "failed"
                 raise SessionEnd(status, "upstream_closed") from None
+            self._last_upstream_at = time.monotonic()
             frame = raw.decode() if isinstance(raw, bytes) else raw
             if protocol.sniff_type(frame) in _PASSTHROUGH_OUTPUT and not self.tools.renumbering:
                 self.rec.first_output()
@@ -363,10 +381,12 @@ class RealtimeSession:
         agent = self.agent.spec.name
         match kind:
             case "response.created":
+                self._response_open = True
                 self.rec.response_created(event, agent)
                 await self.tools.response_created(event)
                 await self.forward(event, frame)
             case "response.done":
+                self._response_open = False
                 self.rec.response_done(event, agent)
                 await self.tools.response_done(event, frame)
             case "conversation.item.done":
