@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     # MCP pool
     mcp_connect_timeout_s: float = 20.0
     mcp_default_call_timeout_s: float = 10.0
-    # Liveness: a server that answers no ping within the timeout is restarted (None: off).
+    # Liveness: a server that does not answer a probe (one tools/list page) within the
+    # timeout is restarted (None: off).
     mcp_ping_interval_s: float | None = 10.0
     mcp_ping_timeout_s: float = 10.0
     # Realtime
