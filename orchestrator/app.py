@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, cast
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -22,9 +23,11 @@ from orchestrator.agents.registry import Registry
 from orchestrator.config import Settings
 from orchestrator.metrics import MeteredRecorder, Metrics, RelayCounter
 from orchestrator.metrics import router as metrics_router
+from orchestrator.realtime.admission import Admission, Stoppable, drain
 from orchestrator.realtime.gateway import router as realtime_router
 from orchestrator.services import Services
 from orchestrator.store.db import create_engine, upgrade
+from orchestrator.store.journal import Journal
 from orchestrator.store.recorder import SqlRecorder
 from orchestrator.store.versions import ensure_agent_version
 from orchestrator.tools.mcp_pool import McpPool
@@ -59,7 +62,9 @@ async def start_services(settings: Settings, metrics: Metrics | None = None) -> 
         version = await ensure_agent_version(sessionmaker, name, loaded.sha256, loaded.definition)
         registry.set_version(name, loaded.sha256, version)
     pool = McpPool(registry.servers, connect_timeout_s=settings.mcp_connect_timeout_s,
-                   default_call_timeout_s=settings.mcp_default_call_timeout_s)
+                   default_call_timeout_s=settings.mcp_default_call_timeout_s,
+                   ping_interval_s=settings.mcp_ping_interval_s,
+                   ping_timeout_s=settings.mcp_ping_timeout_s)
     await pool.start()
     await restore_attached(sessionmaker, pool)
     for status in pool.status():
@@ -68,22 +73,40 @@ async def start_services(settings: Settings, metrics: Metrics | None = None) -> 
     tools = {s.name: pool.tools(s.name) for s in pool.status() if s.connected}
     for problem in check_tools(registry.agent_set, tools):
         log.error("%s", problem)
-    recorder = SqlRecorder(engine, batch_size=settings.recorder_batch_size,
-                           flush_interval_s=settings.recorder_flush_interval_s) \
-        if metrics is None else MeteredRecorder(
-            engine, metrics=metrics, batch_size=settings.recorder_batch_size,
-            flush_interval_s=settings.recorder_flush_interval_s)
+    journal = Journal(settings.recorder_journal_path
+                      or Path(settings.var_dir) / "recorder-journal.jsonl")
+    options: dict[str, Any] = {
+        "batch_size": settings.recorder_batch_size,
+        "flush_interval_s": settings.recorder_flush_interval_s,
+        "close_grace_s": settings.recorder_close_grace_s,
+        "journal": journal, "max_queue": settings.recorder_max_queue}
+    recorder = SqlRecorder(engine, **options) if metrics is None \
+        else MeteredRecorder(engine, metrics=metrics, **options)
     await recorder.start()
+    admission = Admission(max_sessions=settings.max_sessions,
+                          max_loop_lag_ms=settings.max_loop_lag_ms,
+                          retry_after_s=settings.admission_retry_after_s)
+    admission.start()
     return Services(
         settings=settings, registry=registry, pool=pool, engine=engine,
         sessionmaker=sessionmaker, recorder=recorder, admin_token=admin_token(settings),
         api_keys=frozenset(k.get_secret_value() for k in settings.api_keys),
+        admission=admission,
     )
+
+
+async def drain_sessions(services: Services) -> bool:
+    """Before the server closes its connections: refuse new sessions, end the live ones with
+    a closing `error` event (recorded `shutdown`), within the shutdown grace."""
+    live = [cast(Stoppable, session) for session in services.live_sessions]
+    return await drain(services.admission, live, services.live_sessions.wait_empty,
+                       services.settings.shutdown_grace_s)
 
 
 async def stop_services(services: Services) -> None:
     """Drain the recorder, stop MCP servers, close the database."""
     try:
+        await services.admission.aclose()
         await services.recorder.aclose()
     finally:
         try:

@@ -36,6 +36,7 @@ def serve(
 
     from orchestrator.app import admin_token, create_app
     from orchestrator.config import Settings
+    from orchestrator.serving import DrainingServer
 
     overrides = {k: v for k, v in {"host": host, "port": port, "agents_dir": agents,
                                    "database_url": database_url}.items() if v is not None}
@@ -49,11 +50,13 @@ def serve(
     console.print(f"  realtime  ws://{base}/v1/realtime?model=<agent>")
     console.print(f"  admin API http://{base}/admin   (docs: http://{base}/docs)")
     console.print(f"  admin token: [yellow]{token}[/]")
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port,
+    application = create_app(settings)
+    config = uvicorn.Config(
+        application, host=settings.host, port=settings.port,
         ws="websockets-sansio", loop=_loop(), ws_per_message_deflate=False,
         ws_max_size=settings.max_client_frame_bytes * 2, log_level="info",
     )
+    DrainingServer(config, application).run()  # SIGTERM: sessions drain first
 
 
 def _loop() -> str:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from orchestrator.agents.registry import Registry
 from orchestrator.config import Settings
+from orchestrator.realtime.admission import Admission
 from orchestrator.store.recorder import SqlRecorder
 from orchestrator.tools.mcp_pool import McpPool
 
@@ -60,3 +61,5 @@ class Services:
     live_sessions: LiveSessions = field(default_factory=LiveSessions)
     admin_token: str = ""
     api_keys: frozenset[str] = frozenset()
+    admission: Admission = field(
+        default_factory=lambda: Admission(max_sessions=None, max_loop_lag_ms=None))

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from orchestrator.app import create_app
 from orchestrator.config import Settings
 from orchestrator.services import Services
+from orchestrator.serving import DrainingServer
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token"
@@ -63,7 +64,7 @@ async def serve(database_url: str, tmp_path: Path, *, agents_dir: Path | None = 
     sock.listen(128)
     config = uvicorn.Config(app, ws="websockets-sansio", ws_per_message_deflate=False,
                             lifespan="on", log_level="warning")
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         ready = asyncio.ensure_future(app.state.ready.wait())

@@ -3,16 +3,17 @@ connection (design §4.3)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketState
 
 from orchestrator.errors import UpstreamError
 from orchestrator.keys import authenticate
 from orchestrator.realtime import protocol
+from orchestrator.realtime.admission import close_session
 from orchestrator.realtime.calls import ToolEvents
 from orchestrator.realtime.session import RealtimeSession, SessionDeps, SessionEnd
 from orchestrator.services import Services
@@ -39,9 +40,10 @@ def bearer_key(headers: Any, subprotocols: Iterable[str]) -> str | None:
 class _Client:
     """The session's view of the client socket."""
 
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, send_timeout_s: float) -> None:
         self.websocket = websocket
         self.close_code: int | None = None
+        self.send_timeout_s = send_timeout_s
 
     def end_reason(self) -> str:
         # uvicorn closes live WebSockets with 1012 (service restart) when the server stops.
@@ -49,7 +51,12 @@ class _Client:
 
     async def send(self, frame: str) -> None:
         try:
-            await self.websocket.send_text(frame)
+            # A client that stops reading blocks this send once its socket is full: end the
+            # session rather than hold its frames (admission.py closes it with 1008).
+            async with asyncio.timeout(self.send_timeout_s):
+                await self.websocket.send_text(frame)
+        except TimeoutError as exc:
+            raise SessionEnd("failed", "client_too_slow") from exc
         except Exception as exc:  # the client went away; the session ends
             raise SessionEnd("completed", "client_closed") from exc
 
@@ -72,6 +79,15 @@ class _Client:
 async def realtime(websocket: WebSocket) -> None:
     """One realtime conversation with the agent named by `model=` (or `agent=`)."""
     services: Services = websocket.app.state.services
+    if not await services.admission.admit(websocket):
+        return
+    try:
+        await _admitted(websocket, services)
+    finally:
+        services.admission.release()
+
+
+async def _admitted(websocket: WebSocket, services: Services) -> None:
     offered = list(websocket.scope.get("subprotocols") or [])
     credential = await authenticate(
         bearer_key(websocket.headers, offered), admin_token=services.admin_token,
@@ -84,13 +100,8 @@ async def realtime(websocket: WebSocket) -> None:
         await websocket.close(code=1008, reason="this client secret is for another agent")
         return
     await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
-    await _serve(websocket, services)
-    if websocket.application_state != WebSocketState.DISCONNECTED and \
-            websocket.client_state != WebSocketState.DISCONNECTED:
-        try:
-            await websocket.close(code=1000)
-        except Exception:  # already closing from the other side
-            log.debug("close after session end failed", exc_info=True)
+    end_reason = await _serve(websocket, services)
+    await close_session(websocket, end_reason or "")
 
 
 async def _refuse(websocket: WebSocket, message: str, code: str, close_code: int) -> None:
@@ -98,7 +109,7 @@ async def _refuse(websocket: WebSocket, message: str, code: str, close_code: int
     await websocket.close(code=close_code, reason=code)
 
 
-async def _serve(websocket: WebSocket, services: Services) -> None:
+async def _serve(websocket: WebSocket, services: Services) -> str | None:
     params = websocket.query_params
     name = params.get("model") or params.get("agent") or ""
     loaded = services.registry.get(name)
@@ -115,11 +126,13 @@ async def _serve(websocket: WebSocket, services: Services) -> None:
     settings = services.settings
     try:
         upstream = await open_upstream(
-            loaded.spec, connect_timeout_s=settings.upstream_connect_timeout_s)
+            loaded.spec, connect_timeout_s=settings.upstream_connect_timeout_s,
+            ping_interval_s=settings.upstream_ping_interval_s,
+            ping_timeout_s=settings.upstream_ping_timeout_s)
     except UpstreamError as exc:
         await _refuse(websocket, f"Could not reach the model: {exc}", "upstream_unavailable", 1011)
         return
-    client = _Client(websocket)
+    client = _Client(websocket, settings.client_send_timeout_s)
     session = RealtimeSession(
         deps=SessionDeps(services.registry, services.pool, services.recorder, settings),
         agent=loaded, agent_version=services.registry.version(name), upstream=upstream,
@@ -130,6 +143,7 @@ async def _serve(websocket: WebSocket, services: Services) -> None:
         await session.run(client.frames())
     finally:
         services.live_sessions.discard(session)
+    return session.end_reason
 
 
 def _client_info(websocket: WebSocket) -> dict[str, Any]:

@@ -9,7 +9,9 @@ audit record (handed to the recorder, never awaited).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -105,6 +107,9 @@ class RealtimeSession:
         self._internal_events: dict[str, str] = {}  # our event ids -> what they were
         self._early: list[str] = []
         self._tg: asyncio.TaskGroup | None = None
+        self._end_request: tuple[str, str, str] | None = None
+        self._response_open = False  # between response.created and response.done
+        self._last_upstream_at = 0.0  # time.monotonic() of the last upstream frame
         self.end_status = "completed"
         self.end_reason = "client_closed"
 
@@ -124,6 +129,11 @@ class RealtimeSession:
                 self._tg = tg
                 tg.create_task(self._client_pump(client_frames))
                 tg.create_task(self._upstream_pump())
+                if self._end_request is not None:
+                    self.request_end(*self._end_request)
+                limit = self.deps.settings.upstream_response_timeout_s
+                if limit is not None:
+                    tg.create_task(self._watch_responses(limit))
         except* SessionEnd as group:
             first = group.exceptions[0]
             assert isinstance(first, SessionEnd)
@@ -134,6 +144,43 @@ class RealtimeSession:
         finally:
             await self.upstream.aclose()
             self.rec.ended(self.end_status, self.end_reason, self.agent.spec.name)
+
+    def request_end(self, reason: str, message: str, code: str) -> None:
+        """End the conversation from outside (a shutdown): an `error` event says why, sent
+        ahead of frames held for running tools, then the session ends with `reason`."""
+        if self._tg is None:
+            self._end_request = (reason, message, code)
+            return
+
+        async def end() -> None:
+            with contextlib.suppress(SessionEnd):
+                await self.client.send(
+                    protocol.error_event(message, code=code, error_type="server_error"))
+            raise SessionEnd("completed", reason)
+
+        ending = end()
+        try:
+            self._tg.create_task(ending)
+        except RuntimeError:  # the session has just ended by itself
+            ending.close()
+
+    async def _watch_responses(self, limit_s: float) -> None:
+        """A model that started a response and then stopped streaming it (while still
+        answering pings) ends the session: the client would otherwise wait forever."""
+        while True:
+            await asyncio.sleep(min(limit_s / 4, 1.0))
+            if self._response_open and time.monotonic() - self._last_upstream_at > limit_s:
+                await self._tell_client(
+                    f"The model stopped answering mid-response (nothing for {limit_s:g} s).",
+                    "upstream_timeout")
+                raise SessionEnd("failed", "upstream_timeout")
+
+    async def recover_upstream(self, lost: UpstreamClosed) -> bool:
+        """The hook for re-establishing a lost upstream (a new connection seeded with the
+        conversation so far, where the agent allows it): True once `self.upstream` is a live
+        replacement, so the pump carries on. Not built yet: the conversation ends."""
+        del lost
+        return False
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         """Run a task owned by this session's task group."""
@@ -149,8 +196,10 @@ class RealtimeSession:
 
     async def _tell_client(self, message: str, code: str) -> None:
         try:
+            # Not behind frames held for running tools: the session ends and they never will.
             await self.outbox.put(
-                protocol.error_event(message, code=code, error_type="server_error"))
+                protocol.error_event(message, code=code, error_type="server_error"),
+                ordered=False)
         except SessionEnd:
             pass
 
@@ -314,12 +363,15 @@ class RealtimeSession:
             except UpstreamClosed as exc:
                 if upstream is not self.upstream:
                     continue  # replaced by a cross-model handoff: read the new one
+                if await self.recover_upstream(exc):
+                    continue
                 # Even a clean close (e.g. the upstream's session-length cap) ends the
                 # conversation under the client's feet: say why before closing.
                 await self._tell_client(f"The model connection closed: {exc.reason}",
                                         "upstream_closed")
                 status = "completed" if exc.clean else "failed"
                 raise SessionEnd(status, "upstream_closed") from None
+            self._last_upstream_at = time.monotonic()
             frame = raw.decode() if isinstance(raw, bytes) else raw
             if protocol.sniff_type(frame) in _PASSTHROUGH_OUTPUT and not self.tools.parse_outputs:
                 self.rec.first_output()
@@ -338,10 +390,12 @@ class RealtimeSession:
         agent = self.agent.spec.name
         match kind:
             case "response.created":
+                self._response_open = True
                 self.rec.response_created(event, agent)
                 await self.tools.response_created(event)
                 await self.forward(event, frame)
             case "response.done":
+                self._response_open = False
                 self.rec.response_done(event, agent)
                 await self.tools.response_done(event, frame)
             case "conversation.item.done":

@@ -7,9 +7,12 @@ conversation updates. Inserts ignore rows already present (unique keys), and the
 recomputed from the child rows, so replaying a batch never duplicates anything.
 
 A database outage keeps the batch in hand and retries it with backoff: rows are delayed, never
-dropped. Only a row that can never be written (the database rejects it for itself, or it cannot
-be bound) is given up, after the batch has been retried one row at a time, and it is logged in
-full.
+dropped. Meanwhile the queue is bounded: past `max_queue` rows, its oldest rows spill to a
+`Journal` file (`journal.py`), which is drained before the queue once the database is back, so
+the write order holds; what is still unwritten when the close grace runs out is journaled too,
+and a journal found at start is replayed first. Only a row that can never be written (the
+database rejects it for itself, or it cannot be bound) is given up, after the batch has been
+retried one row at a time, and it is logged in full.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, IntegrityE
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from orchestrator.store.journal import Journal
 from orchestrator.store.records import (
     ConversationEnded,
     ConversationStarted,
@@ -42,6 +46,7 @@ from orchestrator.store.tables import Base, Conversation, Handoff, Item, Respons
 logger = logging.getLogger(__name__)
 
 Params = dict[str, Any]
+SPILL_RETRY_S = 5.0  # after the journal file could not be written
 
 
 @dataclass(slots=True)
@@ -256,7 +261,8 @@ def is_permanent(exc: BaseException) -> bool:
 
 
 class SqlRecorder:
-    """The `Recorder` of the service: an unbounded queue drained by one batching writer task."""
+    """The `Recorder` of the service: a queue drained by one batching writer task, bounded by
+    spilling to a journal file during outages."""
 
     def __init__(
         self,
@@ -267,6 +273,9 @@ class SqlRecorder:
         close_grace_s: float = 10.0,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 5.0,
+        journal: Journal | None = None,
+        max_queue: int = 100_000,
+        write_timeout_s: float = 30.0,
     ) -> None:
         self._engine = engine
         self._insert = insert_ignoring_duplicates(engine.dialect.name)
@@ -287,6 +296,13 @@ class SqlRecorder:
         self._batches = 0
         self._dropped = 0
         self._last_error: BaseException | None = None
+        self._journal = journal
+        self._write_timeout_s = write_timeout_s
+        self._max_queue = max(max_queue, batch_size)
+        self._spill = asyncio.Event()  # the queue passed its bound
+        self._order = asyncio.Lock()  # journal file and queue head: spiller vs. writer
+        self._in_hand: list[Record] = []  # the batch being written
+        self._in_hand_journaled = False  # ... and whether it came from the journal
 
     # --- the session's side: never blocks ---------------------------------------------------
 
@@ -300,6 +316,8 @@ class SqlRecorder:
         # Wake the writer for the first row of a batch and when a batch is full; not per row.
         if depth == 1 or depth >= self._batch_size:
             self._wakeup.set()
+        if depth > self._max_queue:
+            self._spill.set()
 
     @property
     def queue_depth(self) -> int:
@@ -322,6 +340,16 @@ class SqlRecorder:
         return self._dropped
 
     @property
+    def rows_journaled(self) -> int:
+        """Rows this process spilled to the journal file (0 without an outage)."""
+        return self._journal.appended if self._journal is not None else 0
+
+    @property
+    def journal_depth(self) -> int:
+        """Rows in the journal file not written yet."""
+        return self._journal.pending if self._journal is not None else 0
+
+    @property
     def last_error(self) -> BaseException | None:
         """The error of the last failed write, None once a write succeeds again."""
         return self._last_error
@@ -333,6 +361,11 @@ class SqlRecorder:
         if self._task is not None:
             return
         self._closing = False
+        if self._journal is not None:
+            left = await asyncio.to_thread(self._journal.load)
+            if left:
+                logger.warning("recorder: replaying %d rows journaled by an earlier run", left)
+                self._enqueued += left
         self._task = asyncio.create_task(self._run(), name="sql-recorder")
 
     async def flush(self) -> None:
@@ -361,6 +394,8 @@ class SqlRecorder:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if await self._journal_the_rest():
+                return
             logger.error(
                 "recorder closed after %.1fs with %d rows unwritten (last error: %r)",
                 self._close_grace_s, self.queue_depth, self._last_error,
@@ -375,19 +410,105 @@ class SqlRecorder:
         return self._written + self._dropped
 
     async def _run(self) -> None:
-        while True:
-            batch = await self._next_batch()
-            if not batch:
-                return
-            await self._deliver(batch)
-            async with self._progress:
-                self._progress.notify_all()
+        spiller = asyncio.create_task(self._spiller(), name="sql-recorder-spill")
+        try:
+            while True:
+                batch, offset = await self._take()
+                if not batch:
+                    return
+                await self._deliver(batch)
+                if offset is not None and self._journal is not None:
+                    async with self._order:
+                        await asyncio.to_thread(self._journal.consume, offset, len(batch))
+                self._in_hand = []
+                async with self._progress:
+                    self._progress.notify_all()
+        finally:
+            async with self._order:  # never cut a spill in half
+                spiller.cancel()
 
-    async def _next_batch(self) -> list[Record]:
-        """The next batch: wait for a first row, then up to the flush interval to fill it."""
+    async def _take(self) -> tuple[list[Record], int | None]:
+        """The next batch, from the journal while it holds rows (they are the oldest), else
+        from the queue; with the journal offset to consume once it is written."""
+        journal = self._journal
+        while True:
+            if journal is not None:
+                async with self._order:
+                    if journal.pending:
+                        skipped = journal.skipped
+                        batch, offset = await asyncio.to_thread(journal.peek, self._batch_size)
+                        self._dropped += journal.skipped - skipped  # counted, never written
+                        if not batch:  # only unreadable lines were left
+                            await asyncio.to_thread(journal.consume, offset, journal.pending)
+                            continue
+                        self._in_hand, self._in_hand_journaled = batch, True
+                        return batch, offset
+            if not await self._await_rows():
+                return [], None
+            async with self._order:
+                if journal is not None and journal.pending:
+                    continue  # the spiller took the queue's head meanwhile
+                count = min(self._batch_size, len(self._queue))
+                self._taken += count
+                batch = [self._queue.popleft() for _ in range(count)]
+            if batch:
+                self._in_hand, self._in_hand_journaled = batch, False
+                return batch, None
+
+    async def _spiller(self) -> None:
+        """Keep the queue within its bound by moving its oldest rows to the journal."""
+        while True:
+            await self._spill.wait()
+            self._spill.clear()
+            async with self._order:
+                await self._spill_excess()
+
+    async def _spill_excess(self) -> None:
+        if self._journal is None or len(self._queue) <= self._max_queue:
+            return
+        # Down to half the bound, so a long outage spills in chunks rather than row by row.
+        count = len(self._queue) - self._max_queue // 2
+        rows = [self._queue.popleft() for _ in range(count)]
+        self._taken += count
+        try:
+            await asyncio.to_thread(self._journal.append, rows)
+        except OSError as exc:
+            # Keep them in memory rather than lose them; try the file again a little later.
+            self._queue.extendleft(reversed(rows))
+            self._taken -= count
+            logger.error("recorder: cannot spill to %s (%r); %d rows stay in memory",
+                         self._journal.path, exc, len(self._queue))
+            await asyncio.sleep(SPILL_RETRY_S)
+            return
+        logger.warning("recorder: the database is behind; %d rows spilled to %s",
+                       count, self._journal.path)
+
+    async def _journal_the_rest(self) -> bool:
+        """At a close past its grace: keep every unwritten row in the journal, oldest first."""
+        journal = self._journal
+        if journal is None:
+            return False
+        rows = [] if self._in_hand_journaled else list(self._in_hand)
+        rows += await asyncio.to_thread(journal.rest)
+        rows += self._queue
+        self._queue.clear()
+        try:
+            await asyncio.to_thread(journal.rewrite, rows)
+        except OSError as exc:
+            logger.critical("recorder closed with %d rows unwritten and the journal %s not "
+                            "writable (%r): they are lost", len(rows), journal.path, exc)
+            return True
+        logger.error("recorder closed after %.1fs with %d rows unwritten; kept in %s for the "
+                     "next start (last error: %r)",
+                     self._close_grace_s, len(rows), journal.path, self._last_error)
+        return True
+
+    async def _await_rows(self) -> bool:
+        """Wait for a first row, then up to the flush interval to fill a batch; False once
+        closing with nothing queued."""
         while not self._queue:
             if self._closing:
-                return []
+                return False
             await self._wait_wakeup(None)
         deadline = asyncio.get_running_loop().time() + self._flush_interval_s
         while len(self._queue) < self._batch_size and not self._urgent():
@@ -395,9 +516,7 @@ class SqlRecorder:
             if remaining <= 0:
                 break
             await self._wait_wakeup(remaining)
-        count = min(self._batch_size, len(self._queue))
-        self._taken += count
-        return [self._queue.popleft() for _ in range(count)]
+        return True
 
     def _urgent(self) -> bool:
         return self._closing or self._flush_target > self._taken
@@ -443,7 +562,8 @@ class SqlRecorder:
 
     async def _write(self, batch: list[Record]) -> None:
         plan = plan_batch(batch)
-        async with self._engine.begin() as connection:
+        # A database that stops answering (no error, no close) is an outage too.
+        async with asyncio.timeout(self._write_timeout_s), self._engine.begin() as connection:
             if self._engine.dialect.name == "postgresql":
                 # The recount's cost estimate can pass jit_above_cost, and compiling it then
                 # takes longer than running it.

@@ -11,11 +11,14 @@ connected  ──lost (EOF, connection closed)──► connecting   (first loss
                                           └─► restarting ──backoff──► connecting
 any        ──stop──► stopped
 ```
-Backoff: 0.2 s doubling to 10 s, reset once a connection has lived 30 s. `ready_link` lets a
-call wait for the restart of a server that was serving (`connecting`, or `restarting` when due
-within the call's timeout); a server that fails to start is `down`, and `ready_link` gives up
-at once. The negotiated protocol era is remembered so a reconnect skips the probe; the tool
-list is refreshed on each change notice. Transports and stderr live in `mcp_transport.py`.
+Backoff: 0.2 s doubling to 10 s, reset once a connection has lived 30 s. A connected server
+is probed every `ping_interval_s`; one that does not answer within `ping_timeout_s` is hung
+(SIGSTOP, a blocked event loop, a deadlock) and is dropped like a dead one, then restarted.
+`ready_link` lets a call wait for the restart of a server that was serving (`connecting`, or
+`restarting` when due within the call's timeout); a server that fails to start is `down`, and
+`ready_link` gives up at once. The negotiated protocol era is remembered so a reconnect skips
+the probe; the tool list is refreshed on each change notice. Transports and stderr live in
+`mcp_transport.py`.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class Connection:
     spec: McpServerSpec
     connect_timeout_s: float
     on_tools_changed: Callable[[Connection], None]  # after `tools` changed
+    ping_interval_s: float | None = 10.0  # None: no liveness check
+    ping_timeout_s: float = 10.0
     state: State = "connecting"
     link: Link | None = None
     tools: list[ToolInfo] = field(default_factory=list[ToolInfo])
@@ -219,8 +224,31 @@ class Connection:
         """Keep the tool list fresh until the link is lost or the server stopped."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._follow_tool_changes, link)
+            if self.ping_interval_s is not None:
+                tg.start_soon(self._check_liveness, link, self.ping_interval_s)
             await link.lost.wait()
             tg.cancel_scope.cancel()
+
+    async def _check_liveness(self, link: Link, interval_s: float) -> None:
+        """Ping the server now and then; no answer in time means it hangs: drop the link."""
+        client = link.client
+        assert client is not None
+        while True:
+            await anyio.sleep(interval_s)
+            try:
+                # Not `ping`: the 2026-07-28 protocol removed it. One page of the tool list is
+                # cheap and answered in every era.
+                with anyio.fail_after(self.ping_timeout_s):
+                    await client.list_tools()
+            except TimeoutError:
+                reason = f"no answer to a liveness check within {self.ping_timeout_s:g} s"
+                logger.warning("MCP server %r: %s; restarting it", self.name, reason)
+                self.lose(link, reason)
+                return
+            except MCPError:
+                continue  # it answered, if only to refuse: it is alive
+            except Exception:  # the link's own loss is handled by the owner
+                return
 
     @asynccontextmanager
     async def _client(self, link: Link) -> AsyncGenerator[Client]:

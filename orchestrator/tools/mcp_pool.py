@@ -47,11 +47,14 @@ class McpPool:
         *,
         connect_timeout_s: float = 20.0,
         default_call_timeout_s: float = 10.0,
+        ping_interval_s: float | None = 10.0,
+        ping_timeout_s: float = 10.0,
     ) -> None:
         self._specs = dict(servers)
         self._servers: dict[str, Connection] = {}
         self._connect_timeout_s = connect_timeout_s
         self._default_call_timeout_s = default_call_timeout_s
+        self._ping = (ping_interval_s, ping_timeout_s)
         self._callbacks: list[Callable[[str], None]] = []
         self._closed = False
 
@@ -177,7 +180,8 @@ class McpPool:
         own = "connect_timeout_s" in spec.model_fields_set
         timeout = spec.connect_timeout_s if own else self._connect_timeout_s
         srv = Connection(name=name, spec=spec, connect_timeout_s=timeout,
-                         on_tools_changed=self._tools_changed)
+                         on_tools_changed=self._tools_changed,
+                         ping_interval_s=self._ping[0], ping_timeout_s=self._ping[1])
         self._servers[name] = srv
         srv.start()
         return srv

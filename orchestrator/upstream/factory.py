@@ -14,6 +14,7 @@ from orchestrator.upstream.scripted import ScriptedUpstream
 
 async def open_upstream(
     agent: AgentSpec, *, connect_timeout_s: float = 10.0, env: Mapping[str, str] | None = None,
+    ping_interval_s: float | None = 20.0, ping_timeout_s: float | None = 20.0,
 ) -> Upstream:
     """A connected upstream for `agent`; UpstreamError if it cannot be opened."""
     if agent.provider == "scripted":
@@ -27,5 +28,7 @@ async def open_upstream(
                 f"agent {agent.name!r} uses {agent.model} but has no API key: set "
                 "OPENAI_API_KEY or give the agent an `api_key:`")
         url = realtime_url(agent.base_url, agent.upstream_model)
-        return await OpenAIUpstream.connect(url, key, timeout_s=connect_timeout_s)
+        return await OpenAIUpstream.connect(url, key, timeout_s=connect_timeout_s,
+                                            ping_interval_s=ping_interval_s,
+                                            ping_timeout_s=ping_timeout_s)
     raise UpstreamError(f"agent {agent.name!r}: unknown provider {agent.provider!r}")

@@ -4,6 +4,9 @@ It dials `{base_url}/realtime?model=<model>` the way the `openai` SDK builds it 
 `ws`, `https` → `wss`; unlike the SDK, a `ws://` base stays plain), with `Authorization:
 Bearer`, no `OpenAI-Beta` header and no permessage-deflate (it costs 10x the CPU per audio
 frame, design §5). Frames pass through untouched. The API key never appears in a message.
+A model server that stops answering (a hung process, a dead host, a silent network) is found
+by WebSocket pings: no pong within `ping_timeout_s` closes the connection (1011), and the
+session ends with an `error` event like any other upstream loss.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class OpenAIUpstream:
     async def connect(
         cls, url: str, api_key: str, *, timeout_s: float,
         extra_headers: Mapping[str, str] | None = None,
+        ping_interval_s: float | None = 20.0, ping_timeout_s: float | None = 20.0,
     ) -> OpenAIUpstream:
         """Open the WebSocket; raise UpstreamError (without the key) if that fails."""
         headers = {"Authorization": f"Bearer {api_key}", **(extra_headers or {})}
@@ -63,6 +67,9 @@ class OpenAIUpstream:
             ws = await connect(
                 url, additional_headers=headers, compression=None, max_size=None,
                 open_timeout=timeout_s, user_agent_header="orchestrator",
+                ping_interval=ping_interval_s, ping_timeout=ping_timeout_s,
+                # A peer that stopped answering will not answer our close either.
+                close_timeout=ping_timeout_s if ping_timeout_s is not None else 10.0,
             )
         except InvalidStatus as exc:
             body = exc.response.body.decode(errors="replace")[:300] if exc.response.body else ""

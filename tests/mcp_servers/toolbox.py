@@ -3,7 +3,8 @@
 Tools: echo(text), add(a, b), fail(message) (an is_error result), refuse(message) (a JSON-RPC
 error), slow(seconds), crash() (the process exits mid-call), pid(), weather(city) (structured
 content), picture() (text + an image block), tally() (counts its own runs), getenv(name),
-shout(lines) (floods stderr), grow(name) (adds a tool and announces the list change).
+shout(lines) (floods stderr), flood(lines) (junk on stdout), grow(name) (adds a tool and
+announces the list change).
 Every tool is `async def` so concurrent calls never queue on the SDK's thread pool.
 With TOOLBOX_LEGACY=1 it behaves as a pre-2026 server. Runnable by file path too: it imports
 nothing from this repository. `toolbox_http.py` serves the same tools over streamable HTTP.
@@ -114,6 +115,14 @@ def build_server() -> MCPServer:
             sys.stderr.write(f"shout line {i} " + "x" * 200 + "\n")
         sys.stderr.flush()
         return f"shouted {lines}"
+
+    @server.tool()
+    async def flood(lines: int) -> str:
+        """Write many lines of junk to stdout, the protocol channel (a server gone haywire)."""
+        junk = ("not json " + "y" * 200 + "\n").encode()
+        for _ in range(lines):
+            os.write(sys.stdout.fileno(), junk)
+        return f"flooded {lines}"
 
     @server.tool()
     async def grow(name: str, ctx: Context) -> str:
