@@ -181,7 +181,7 @@ async def test_client_cannot_answer_a_server_call(server: RunningServer) -> None
         assert call_id is not None
         # The client only knows the item id; a forged output for the upstream call is refused.
         record_call = next(iter(server.services.live_sessions))
-        upstream_call_id = next(iter(record_call.tools.call_ids))  # type: ignore[attr-defined]
+        upstream_call_id = next(iter(record_call.tools.policy.call_ids))  # type: ignore[attr-defined]
         await client.send({"type": "conversation.item.create", "event_id": "forged", "item": {
             "type": "function_call_output", "call_id": upstream_call_id, "output": "lies"}})
         [error] = await client.until_type("error")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from orchestrator.agents.validate import validate_paths
-from orchestrator.tools.router import MAX_ARGUMENTS_BYTES, MAX_ARGUMENTS_DEPTH, parse_arguments
+from orchestrator.tools.policy import MAX_ARGUMENTS_BYTES, MAX_ARGUMENTS_DEPTH, parse_arguments
 from tests.realtime_client import Event, connect, text_of
 from tests.server import REPO, RunningServer, serve
 from tests.test_review_findings import is_final_done, timeline
