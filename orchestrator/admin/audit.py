@@ -120,22 +120,14 @@ class ToolCallList(BaseModel):
 @router.get("/tool-calls", response_model=ToolCallList)
 async def list_tool_calls(
     session: SessionDep,
-    tool: str | None = None,
-    server: str | None = None,
-    agent: str | None = None,
-    status_: Annotated[str | None, Query(alias="status", description="completed|failed|…")]
-    = None,
-    since: Annotated[datetime | None, Query(description="Started at or after")] = None,
-    until: Annotated[datetime | None, Query(description="Started before")] = None,
-    conversation_id: str | None = None,
+    filters: Annotated[queries.ToolCallFilter, Query()],
     limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> ToolCallList:
     """Tool calls across conversations, newest first, filtered; cursor pagination."""
     try:
         rows, next_cursor = await queries.list_tool_calls(
-            session, tool=tool, server=server, agent=agent, status=status_, since=since,
-            until=until, conversation_id=conversation_id, limit=limit, cursor=cursor)
+            session, filters, limit=limit, cursor=cursor)
     except queries.InvalidCursorError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     return ToolCallList(data=[ToolCallRead.model_validate(r) for r in rows],
