@@ -134,72 +134,31 @@ async def list_tool_calls(
                         next_cursor=next_cursor)
 
 
-class ToolStatsRead(BaseModel):
-    """One tool of one server over the window."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    server: str
-    tool: str
-    calls: int
-    errors: int
-    error_rate: float
-    avg_ms: float
-    p50_ms: float | None
-    p95_ms: float | None
-
-
-class ToolStatsList(BaseModel):
+class ToolStatsList(stats.Window):
     """Per-tool statistics over [since, until)."""
 
-    since: datetime | None
-    until: datetime | None
-    data: list[ToolStatsRead]
+    data: list[stats.ToolStats]
 
 
-class AgentStatsRead(BaseModel):
-    """One agent over the window; `tokens` holds totals and text/audio splits."""
+class AgentStatsList(stats.Window):
+    """Per-agent statistics over [since, until); `tokens` holds totals and text/audio splits."""
 
-    model_config = ConfigDict(from_attributes=True)
-
-    agent: str
-    conversations: int
-    responses: int
-    failed_responses: int
-    response_error_rate: float
-    first_output_p50_ms: float | None
-    first_output_p95_ms: float | None
-    tool_calls: int
-    tool_errors: int
-    tokens: dict[str, int]
+    data: list[stats.AgentStats]
 
 
-class AgentStatsList(BaseModel):
-    """Per-agent statistics over [since, until)."""
-
-    since: datetime | None
-    until: datetime | None
-    data: list[AgentStatsRead]
-
-
-SinceQuery = Annotated[datetime | None, Query(description="Window start (inclusive)")]
-UntilQuery = Annotated[datetime | None, Query(description="Window end (exclusive)")]
+WindowQuery = Annotated[stats.Window, Query()]
 
 
 @router.get("/stats/tools", response_model=ToolStatsList)
-async def tool_stats(session: SessionDep, since: SinceQuery = None, until: UntilQuery = None
-                     ) -> ToolStatsList:
+async def tool_stats(session: SessionDep, window: WindowQuery) -> ToolStatsList:
     """Calls, error rates and p50/p95 durations per tool (nearest-rank), computed in SQL."""
-    rows = await stats.tool_stats(session, stats.Window(since, until))
-    return ToolStatsList(since=since, until=until,
-                         data=[ToolStatsRead.model_validate(r) for r in rows])
+    rows = await stats.tool_stats(session, window)
+    return ToolStatsList(since=window.since, until=window.until, data=rows)
 
 
 @router.get("/stats/agents", response_model=AgentStatsList)
-async def agent_stats(session: SessionDep, since: SinceQuery = None, until: UntilQuery = None
-                      ) -> AgentStatsList:
+async def agent_stats(session: SessionDep, window: WindowQuery) -> AgentStatsList:
     """Per agent: conversations, response error rate, first-output latency p50/p95, tool
     calls and token usage by modality, computed in SQL."""
-    rows = await stats.agent_stats(session, stats.Window(since, until))
-    return AgentStatsList(since=since, until=until,
-                          data=[AgentStatsRead.model_validate(r) for r in rows])
+    rows = await stats.agent_stats(session, window)
+    return AgentStatsList(since=window.since, until=window.until, data=rows)

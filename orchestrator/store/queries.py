@@ -253,7 +253,7 @@ async def list_conversations(
 
 def _filtered(stmt: Select[Conversation], f: ConversationFilter) -> Select[Conversation]:
     stmt = stmt.where(*_equal((Conversation.agent, f.agent), (Conversation.status, f.status)),
-                      *Window(f.since, f.until).on(Conversation.started_at))
+                      *Window(since=f.since, until=f.until).on(Conversation.started_at))
     if f.tool is not None:
         stmt = stmt.where(
             exists().where(ToolCall.conversation_id == Conversation.id, ToolCall.tool == f.tool)
@@ -438,7 +438,7 @@ async def list_tool_calls(
     stmt = select(ToolCall).where(
         *_equal((ToolCall.tool, f.tool), (ToolCall.server, f.server), (ToolCall.agent, f.agent),
                 (ToolCall.status, f.status), (ToolCall.conversation_id, f.conversation_id)),
-        *Window(f.since, f.until).on(ToolCall.started_at))
+        *Window(since=f.since, until=f.until).on(ToolCall.started_at))
     if cursor is not None:
         started_at, raw_id = decode_cursor(cursor)
         if not raw_id.isdigit():
