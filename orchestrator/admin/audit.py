@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from orchestrator.admin.deps import SessionDep
 from orchestrator.admin.schemas import ConversationRead
@@ -90,30 +89,10 @@ async def delete_conversation(conversation_id: str, session: SessionDep) -> Conv
     return ConversationRead.model_validate(detail.conversation)
 
 
-class ToolCallRead(BaseModel):
-    """A tool call as listed."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    conversation_id: str
-    call_id: str
-    agent: str
-    server: str
-    tool: str
-    arguments: str
-    output: str | None
-    error: str | None
-    status: str
-    started_at: datetime
-    finished_at: datetime
-    duration_ms: float
-
-
 class ToolCallList(BaseModel):
     """One page of tool calls; pass `next_cursor` as `cursor` for the next one."""
 
-    data: list[ToolCallRead]
+    data: list[queries.ToolCallRow]
     next_cursor: str | None
 
 
@@ -130,8 +109,7 @@ async def list_tool_calls(
             session, filters, limit=limit, cursor=cursor)
     except queries.InvalidCursorError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
-    return ToolCallList(data=[ToolCallRead.model_validate(r) for r in rows],
-                        next_cursor=next_cursor)
+    return ToolCallList(data=rows, next_cursor=next_cursor)
 
 
 class ToolStatsList(stats.Window):
