@@ -13,7 +13,7 @@ import httpx
 from tests.realtime_client import Event
 from tests.server import RunningServer
 
-TIMEOUT = 15
+TIMEOUT = 30
 
 
 async def timeline(server: RunningServer) -> dict[str, Any]:
