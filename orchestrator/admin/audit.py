@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Generator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.admin.deps import SessionDep
 from orchestrator.admin.schemas import ConversationRead
@@ -60,6 +63,23 @@ def render_transcript(detail: ConversationDetail, fmt: TranscriptFormat) -> str:
     return json.dumps({"conversation": head, "entries": entries}, ensure_ascii=False)
 
 
+async def conversation_detail(session: AsyncSession, conversation_id: str) -> ConversationDetail:
+    """The conversation and its timeline; 404 if there is no such conversation."""
+    detail = await queries.get_conversation(session, conversation_id)
+    if detail is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id!r}")
+    return detail
+
+
+@contextmanager
+def cursor_checked() -> Generator[None]:
+    """A pagination cursor the store did not produce is the client's error (400)."""
+    try:
+        yield
+    except queries.InvalidCursorError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+
+
 @router.get(
     "/conversations/{conversation_id}/transcript",
     responses={200: {"content": {m: {} for m in _MEDIA.values()}}},
@@ -70,9 +90,7 @@ async def get_transcript(
     format: Annotated[TranscriptFormat, Query(description="json, jsonl or text")] = "json",
 ) -> Response:
     """The conversation's messages, tool calls and handoffs, for export."""
-    detail = await queries.get_conversation(session, conversation_id)
-    if detail is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id!r}")
+    detail = await conversation_detail(session, conversation_id)
     return Response(render_transcript(detail, format), media_type=_MEDIA[format])
 
 
@@ -104,11 +122,9 @@ async def list_tool_calls(
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> ToolCallList:
     """Tool calls across conversations, newest first, filtered; cursor pagination."""
-    try:
+    with cursor_checked():
         rows, next_cursor = await queries.list_tool_calls(
             session, filters, limit=limit, cursor=cursor)
-    except queries.InvalidCursorError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     return ToolCallList(data=rows, next_cursor=next_cursor)
 
 

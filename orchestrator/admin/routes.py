@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, Query
 
 from orchestrator.admin import agents, api_keys, audit, mcp_servers
 from orchestrator.admin.deps import SessionDep, require_admin
@@ -22,11 +22,9 @@ async def list_conversations(
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> ConversationList:
     """Conversations, newest first, filtered; cursor pagination."""
-    try:
+    with audit.cursor_checked():
         rows, next_cursor = await queries.list_conversations(
             session, filters, limit=limit, cursor=cursor)
-    except queries.InvalidCursorError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     data = [ConversationRead.model_validate(row) for row in rows]
     return ConversationList(data=data, next_cursor=next_cursor)
 
@@ -34,10 +32,8 @@ async def list_conversations(
 @router.get("/conversations/{conversation_id}", response_model=ConversationDetailRead)
 async def get_conversation(conversation_id: str, session: SessionDep) -> ConversationDetailRead:
     """One conversation with its items, tool calls, handoffs and responses as one timeline."""
-    detail = await queries.get_conversation(session, conversation_id)
-    if detail is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id!r}")
-    return ConversationDetailRead.from_detail(detail)
+    return ConversationDetailRead.from_detail(
+        await audit.conversation_detail(session, conversation_id))
 
 
 router.include_router(api_keys.router)
