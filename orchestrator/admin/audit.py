@@ -71,6 +71,10 @@ async def conversation_detail(session: AsyncSession, conversation_id: str) -> Co
     return detail
 
 
+LimitQuery = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)]
+CursorQuery = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
+
+
 @contextmanager
 def cursor_checked() -> Generator[None]:
     """A pagination cursor the store did not produce is the client's error (400)."""
@@ -118,8 +122,8 @@ class ToolCallList(BaseModel):
 async def list_tool_calls(
     session: SessionDep,
     filters: Annotated[queries.ToolCallFilter, Query()],
-    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
 ) -> ToolCallList:
     """Tool calls across conversations, newest first, filtered; cursor pagination."""
     with cursor_checked():

@@ -18,8 +18,8 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(requir
 async def list_conversations(
     session: SessionDep,
     filters: Annotated[queries.ConversationFilter, Query()],
-    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    limit: audit.LimitQuery = 50,
+    cursor: audit.CursorQuery = None,
 ) -> ConversationList:
     """Conversations, newest first, filtered; cursor pagination."""
     with audit.cursor_checked():
