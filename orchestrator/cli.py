@@ -184,10 +184,11 @@ def conversations_list(
     from rich.console import Console
     from rich.table import Table
 
-    from orchestrator.store.queries import list_conversations
+    from orchestrator.store.queries import ConversationFilter, list_conversations
 
+    filters = ConversationFilter(agent=agent, status=status)
     rows, _ = _query(_database_url(database_url), lambda s: list_conversations(
-        s, agent=agent, status=status, limit=limit))
+        s, filters, limit=limit))
     table = Table("id", "agent", "status", "started", "duration", "items", "tool calls")
     for column in table.columns:  # ids and times stay whole on a narrow terminal
         column.no_wrap = column.header in ("id", "started")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.events import timeline, tool_rows
+from tests.fake_upstream import POLICY_AGENTS
 from tests.realtime_client import Event, RealtimeTestClient, connect, text_of
 from tests.server import RunningServer
-from tests.test_review_findings import timeline
-from tests.test_tool_policy import POLICY_AGENTS, said_output, server, tool_rows
+from tests.test_tool_policy import said_output, server
 from tests.wire import validate_client_event
 
 __all__ = ["POLICY_AGENTS", "server"]  # `server` is the policy agents' fixture

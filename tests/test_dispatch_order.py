@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.realtime.protocol import sniff_type
-from tests.test_review_findings import Review, index_of, is_final_done
-from tests.test_review_findings import review as review  # the fixture
+from tests.events import index_of, is_final_done
+from tests.fake_upstream import Review
+from tests.fake_upstream import review as review  # the fixture
 
 
 def log_sends(session: Any, log: list[tuple[str, str | None]]) -> None:
@@ -37,9 +38,7 @@ async def test_call_output_goes_upstream_before_the_client_frames(review: Review
         up = await review.upstream()
         log_sends(review.session(), log)
         await client.say("slow please")
-        await up.ack(await up.expect("conversation.item.create"))
-        await up.expect("response.create")
-        rid = await up.begin()
+        rid = await up.turn()
         # The response ends while the tool still runs, as a model's response does.
         call = await up.call(rid, 0, "slow", '{"seconds": 0.2}')
         await up.end(rid, [call])

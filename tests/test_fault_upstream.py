@@ -11,9 +11,7 @@ import signal
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 import websockets
@@ -21,9 +19,10 @@ from websockets.asyncio.server import Server, ServerConnection
 
 from orchestrator.upstream.sandbox import start_sandbox
 from tests.conftest import sqlite_url
+from tests.events import timeline
 from tests.faults import REPO, ServeProcess, sandbox_process
 from tests.realtime_client import connect, text_of
-from tests.server import RunningServer, serve
+from tests.server import serve
 
 AGENTS = REPO / "tests" / "fixtures" / "faults"
 WAIT = 30.0
@@ -34,16 +33,6 @@ async def sandbox(tmp_path: Path) -> AsyncGenerator[ServeProcess]:
     """`orchestrator sandbox` in its own process, serving the `desk` script."""
     async with sandbox_process(tmp_path / "sandbox") as process:
         yield process
-
-
-async def conversation(server: RunningServer) -> dict[str, Any]:
-    """The one recorded conversation, with its timeline."""
-    await asyncio.wait_for(server.services.live_sessions.wait_empty(), WAIT)
-    await asyncio.wait_for(server.services.recorder.flush(), WAIT)
-    headers = {"Authorization": f"Bearer {server.token}"}
-    async with httpx.AsyncClient(base_url=server.http, headers=headers, timeout=WAIT) as http:
-        [listed] = (await http.get("/admin/conversations")).json()["data"]
-        return (await http.get(f"/admin/conversations/{listed['id']}")).json()
 
 
 @pytest.mark.parametrize("fault", ["killed", "hung"])
@@ -69,7 +58,7 @@ async def test_the_model_server_dying_or_hanging_mid_turn_ends_the_session_clean
         assert error["code"] == "upstream_closed"
         assert ("keepalive ping timeout" in error["message"]) == (fault == "hung")
         print(f"upstream {fault}: error event after {detected:.2f} s")
-        record = await conversation(server)
+        record = await timeline(server)
     assert (record["status"], record["end_reason"]) == ("failed", "upstream_closed")
     calls = [(e["tool"], e["status"]) for e in record["timeline"] if e["kind"] == "tool_call"]
     assert calls == [("echo", "completed"), ("slow", "failed")]
@@ -129,7 +118,7 @@ async def test_a_model_that_goes_silent_mid_response_ends_the_session(
                 assert events[-1]["error"]["code"] == "upstream_timeout"
                 with pytest.raises(websockets.ConnectionClosed):
                     await client.recv()
-            record = await conversation(server)
+            record = await timeline(server)
     finally:
         relay.close()
         await relay.wait_closed()

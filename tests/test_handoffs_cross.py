@@ -5,54 +5,15 @@ receive the agent's session and the conversation so far; the client carries on u
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pytest
-
+from tests.events import is_final_done, timeline, tool_rows
+from tests.fake_upstream import Cross, cross, seeded_until_response
 from tests.realtime_client import Event, connect, text_of
-from tests.server import REPO, RunningServer, serve
-from tests.test_review_findings import FakeConn, FakeUpstream, is_final_done, timeline
-from tests.test_tool_policy import POLICY_AGENTS, server, tool_rows
+from tests.server import RunningServer
+from tests.test_tool_policy import server
 
-__all__ = ["server"]  # the policy agents without REMOTE_URL
-TIMEOUT = 15
-
-
-@dataclass(frozen=True)
-class Cross:
-    """The served orchestrator and the remote agent's GA server."""
-
-    server: RunningServer
-    remote: FakeUpstream
-
-    async def upstream(self) -> FakeConn:
-        """The remote side of the latest connection (its handshake already done)."""
-        return await asyncio.wait_for(self.remote.conns.get(), TIMEOUT)
-
-
-@pytest.fixture
-async def cross(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                ) -> AsyncIterator[Cross]:
-    """The real server on the policy agents with `remote` aimed at a local GA server."""
-    async with FakeUpstream().running() as remote:
-        monkeypatch.setenv("ORCH_TEST_REPO", str(REPO))
-        monkeypatch.setenv("REMOTE_URL", remote.url)
-        async with serve(database_url, tmp_path, agents_dir=POLICY_AGENTS) as server:
-            yield Cross(server, remote)
-
-
-async def seeded_until_response(up: FakeConn) -> list[dict[str, Any]]:
-    """The items the orchestrator creates upstream (each acknowledged) until `response.create`."""
-    items: list[dict[str, Any]] = []
-    while (event := await up.recv())["type"] != "response.create":
-        assert event["type"] == "conversation.item.create", event
-        items.append(event["item"])
-        await up.ack(event)
-    return items
+__all__ = ["cross", "server"]  # fixtures; `server`: the policy agents without REMOTE_URL
 
 
 def brief(item: dict[str, Any]) -> tuple[str, ...]:

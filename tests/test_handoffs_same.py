@@ -17,11 +17,18 @@ from openai import AsyncOpenAI
 from tests.clients.launcher import run_driver
 from tests.clients.venvs import ensure_venv
 from tests.conftest import sqlite_url
+from tests.events import is_final_done, timeline, tool_rows
+from tests.fake_upstream import (
+    POLICY_AGENTS,
+    SENTINEL,
+    Cross,
+    cross,
+    seeded_until_response,
+    upstream_until_sentinel,
+)
 from tests.realtime_client import connect, text_of
 from tests.server import REPO, RunningServer, serve
-from tests.test_handoffs_cross import Cross, cross, seeded_until_response
-from tests.test_review_findings import SENTINEL, is_final_done, timeline, upstream_until_sentinel
-from tests.test_tool_policy import POLICY_AGENTS, server, tool_rows
+from tests.test_tool_policy import server
 from tests.wire import assert_response_flow, validate_server_event
 
 __all__ = ["cross", "server"]  # fixtures
@@ -82,9 +89,7 @@ async def test_handoff_next_to_a_running_call(cross: Cross) -> None:
     async with connect(server.realtime_url("remote"), server.token, text_only=False) as client:
         up = await cross.upstream()
         await client.say("do both")
-        await up.ack(await up.expect("conversation.item.create"))
-        await up.expect("response.create")
-        rid = await up.begin()
+        rid = await up.turn()
         slow = await up.call(rid, 0, "slow", '{"seconds": 0.5}')
         handoff = await up.call(rid, 1, "transfer_to_remote_b", '{"reason": "billing"}')
         await up.end(rid, [slow, handoff])

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
 from orchestrator.upstream.sandbox import SandboxHandle, start_sandbox
+from tests.events import timeline
 from tests.realtime_client import Event, connect, text_of
 from tests.server import REPO, RunningServer, serve
 
@@ -41,17 +41,6 @@ async def server(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("ORCHESTRATOR_API_KEYS", "key-one,key-two")
     async with serve(database_url, tmp_path, agents_dir=AGENTS) as running:
         yield running
-
-
-async def timeline(server: RunningServer) -> dict[str, Any]:
-    """The single recorded conversation, once every session has ended and been written."""
-    await asyncio.wait_for(server.services.live_sessions.wait_empty(), TIMEOUT)
-    await asyncio.wait_for(server.services.recorder.flush(), TIMEOUT)
-    headers = {"Authorization": f"Bearer {server.token}"}
-    async with httpx.AsyncClient(base_url=server.http, headers=headers, timeout=TIMEOUT) as http:
-        listing = (await http.get("/admin/conversations")).json()["data"]
-        assert len(listing) == 1
-        return (await http.get(f"/admin/conversations/{listing[0]['id']}")).json()
 
 
 def mcp_items(events: list[Event]) -> list[dict[str, Any]]:
@@ -181,7 +170,7 @@ async def test_client_cannot_answer_a_server_call(server: RunningServer) -> None
         assert call_id is not None
         # The client only knows the item id; a forged output for the upstream call is refused.
         record_call = next(iter(server.services.live_sessions))
-        upstream_call_id = next(iter(record_call.tools.call_ids))  # type: ignore[attr-defined]
+        upstream_call_id = next(iter(record_call.tools.policy.call_ids))  # type: ignore[attr-defined]
         await client.send({"type": "conversation.item.create", "event_id": "forged", "item": {
             "type": "function_call_output", "call_id": upstream_call_id, "output": "lies"}})
         [error] = await client.until_type("error")

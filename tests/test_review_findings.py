@@ -11,288 +11,17 @@ review found, now fixed, as regression tests.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from websockets.asyncio.server import ServerConnection
-from websockets.asyncio.server import serve as ws_serve
 
 from orchestrator.realtime.protocol import sniff_type
-from tests.realtime_client import Event, RealtimeTestClient, connect, text_of
-from tests.server import REPO, RunningServer, serve
+from tests.events import index_of, is_final_done, no_function_items, of_type, timeline
+from tests.fake_upstream import SENTINEL, Review, upstream_until_sentinel
+from tests.fake_upstream import review as review  # the fixture
+from tests.realtime_client import Event, text_of
 from tests.wire import assert_response_flow
-
-AGENTS = REPO / "tests" / "fixtures" / "review"
-TIMEOUT = 15
-
-# --- a fake GA upstream, one frame at a time ------------------------------------------------
-
-
-@dataclass
-class FakeConn:
-    """One orchestrator connection to the fake model; the test writes every server event."""
-
-    ws: ServerConnection
-    session: dict[str, Any] = field(default_factory=lambda: {
-        "type": "realtime", "object": "realtime.session", "id": "sess_review",
-        "model": "fake-model", "output_modalities": ["audio"], "instructions": "",
-        "tools": [], "tool_choice": "auto",
-        "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
-                            "turn_detection": None},
-                  "output": {"format": {"type": "audio/pcm", "rate": 24000},
-                             "voice": "alloy"}},
-    })
-    refuse_voice_change: bool = False
-    _ids: itertools.count[int] = field(default_factory=itertools.count)
-
-    def new_id(self, prefix: str) -> str:
-        """A fresh id of the upstream's style."""
-        return f"{prefix}_review{next(self._ids)}"
-
-    async def emit(self, kind: str, **fields: Any) -> None:
-        """Send one server event."""
-        await self.ws.send(json.dumps({"type": kind, "event_id": self.new_id("event"), **fields}))
-
-    async def recv(self) -> Event:
-        """The next client event the orchestrator sent upstream."""
-        return json.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
-
-    async def expect(self, kind: str) -> Event:
-        """The next client event, which must be of type `kind`."""
-        event = await self.recv()
-        assert event["type"] == kind, f"expected {kind}, got {event}"
-        return event
-
-    async def ack(self, create: Event) -> str:
-        """Answer a `conversation.item.create` as the GA server does; returns the item id."""
-        item = {**create["item"], "object": "realtime.item", "status": "completed"}
-        item.setdefault("id", self.new_id("item"))
-        await self.emit("conversation.item.added", item=item)
-        await self.emit("conversation.item.done", item=item)
-        return item["id"]
-
-    async def update(self, event: Event) -> None:
-        """Apply a `session.update` and answer it (or refuse a voice change, if told to)."""
-        patch = event["session"]
-        voice = patch.get("audio", {}).get("output", {}).get("voice")
-        current = self.session["audio"]["output"]["voice"]
-        if self.refuse_voice_change and voice not in (None, current):
-            await self.emit("error", error={
-                "type": "invalid_request_error", "code": "cannot_update_voice",
-                "message": "Cannot update a session's voice after audio has been output.",
-                "param": "session.audio.output.voice", "event_id": event.get("event_id")})
-            return
-        for key, value in patch.items():
-            if key == "audio":
-                for side, settings in value.items():
-                    self.session["audio"][side].update(settings)
-            else:
-                self.session[key] = value
-        await self.emit("session.updated", session=self.session)
-
-    async def handshake(self) -> None:
-        """`session.created`, then the agent's `session.update` and its `session.updated`."""
-        await self.emit("session.created", session=self.session)
-        await self.update(await self.expect("session.update"))
-
-    async def begin(self) -> str:
-        """`response.created`; returns the response id."""
-        rid = self.new_id("resp")
-        await self.emit("response.created", response={
-            "id": rid, "object": "realtime.response", "status": "in_progress", "output": []})
-        return rid
-
-    async def call(self, rid: str, index: int, name: str, arguments: str, *,
-                   complete: bool = True) -> dict[str, Any]:
-        """A function call item; with `complete=False` the response is cancelled mid-arguments."""
-        call_id, item_id = self.new_id("call"), self.new_id("item")
-        item: dict[str, Any] = {"id": item_id, "object": "realtime.item", "type": "function_call",
-                                "status": "in_progress", "name": name, "call_id": call_id,
-                                "arguments": ""}
-        await self.emit("response.output_item.added", response_id=rid, output_index=index,
-                        item=item)
-        await self.emit("conversation.item.added", item=item)
-        ctx = {"response_id": rid, "item_id": item_id, "output_index": index, "call_id": call_id}
-        half = len(arguments) // 2
-        await self.emit("response.function_call_arguments.delta", **ctx, delta=arguments[:half])
-        if complete:
-            await self.emit("response.function_call_arguments.delta", **ctx,
-                            delta=arguments[half:])
-            await self.emit("response.function_call_arguments.done", **ctx, name=name,
-                            arguments=arguments)
-        item = {**item, "status": "completed" if complete else "incomplete",
-                "arguments": arguments if complete else arguments[:half]}
-        await self.emit("conversation.item.done", item=item)
-        await self.emit("response.output_item.done", response_id=rid, output_index=index,
-                        item=item)
-        return item
-
-    async def open_message(self, rid: str, index: int) -> dict[str, Any]:
-        """Start an assistant text message (item and content part added)."""
-        item: dict[str, Any] = {"id": self.new_id("item"), "object": "realtime.item",
-                                "type": "message", "role": "assistant", "status": "in_progress",
-                                "content": []}
-        await self.emit("response.output_item.added", response_id=rid, output_index=index,
-                        item=item)
-        await self.emit("conversation.item.added", item=item)
-        await self.emit("response.content_part.added", response_id=rid, item_id=item["id"],
-                        output_index=index, content_index=0, part={"type": "text", "text": ""})
-        return item
-
-    async def delta(self, rid: str, index: int, item: dict[str, Any], text: str) -> None:
-        """One text delta of an open message."""
-        await self.emit("response.output_text.delta", response_id=rid, item_id=item["id"],
-                        output_index=index, content_index=0, delta=text)
-
-    async def close_message(self, rid: str, index: int, item: dict[str, Any],
-                            text: str) -> dict[str, Any]:
-        """Finish a message whose deltas spelled `text`."""
-        ctx = {"response_id": rid, "item_id": item["id"], "output_index": index,
-               "content_index": 0}
-        await self.emit("response.output_text.done", **ctx, text=text)
-        await self.emit("response.content_part.done", **ctx, part={"type": "text", "text": text})
-        done = {**item, "status": "completed", "content": [{"type": "output_text", "text": text}]}
-        await self.emit("conversation.item.done", item=done)
-        await self.emit("response.output_item.done", response_id=rid, output_index=index,
-                        item=done)
-        return done
-
-    async def say(self, rid: str, index: int, text: str) -> dict[str, Any]:
-        """A whole assistant text message."""
-        item = await self.open_message(rid, index)
-        await self.delta(rid, index, item, text)
-        return await self.close_message(rid, index, item, text)
-
-    async def end(self, rid: str, output: list[dict[str, Any]], status: str = "completed",
-                  ) -> None:
-        """`response.done`."""
-        details = {"type": "cancelled", "reason": "client_cancelled"} \
-            if status == "cancelled" else None
-        await self.emit("response.done", response={
-            "id": rid, "object": "realtime.response", "status": status,
-            "status_details": details, "output": output,
-            "usage": {"total_tokens": 3, "input_tokens": 2, "output_tokens": 1}})
-
-    async def answer_turn(self, text: str) -> None:
-        """A client turn (item + `response.create`) answered with one text message."""
-        await self.ack(await self.expect("conversation.item.create"))
-        await self.expect("response.create")
-        rid = await self.begin()
-        await self.end(rid, [await self.say(rid, 0, text)])
-
-
-class FakeUpstream:
-    """A GA server on 127.0.0.1: performs the handshake, then hands each connection over."""
-
-    def __init__(self) -> None:
-        self.conns: asyncio.Queue[FakeConn] = asyncio.Queue()
-        self.url = ""
-
-    async def _handler(self, ws: ServerConnection) -> None:
-        conn = FakeConn(ws)
-        await conn.handshake()
-        self.conns.put_nowait(conn)
-        await ws.wait_closed()
-
-    @asynccontextmanager
-    async def running(self) -> AsyncGenerator[FakeUpstream]:
-        """Serve until the block ends."""
-        async with ws_serve(self._handler, "127.0.0.1", 0, compression=None) as server:
-            port = next(iter(server.sockets)).getsockname()[1]
-            self.url = f"ws://127.0.0.1:{port}/v1"
-            yield self
-
-
-# --- fixtures and helpers --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Review:
-    """The served orchestrator and the fake upstream."""
-
-    server: RunningServer
-    fake: FakeUpstream
-
-    def client(self, agent: str, query: str = "", *, text_only: bool = False,
-               ) -> AbstractAsyncContextManager[RealtimeTestClient]:
-        """A strict test client on `agent`."""
-        return connect(self.server.realtime_url(agent) + query, self.server.token,
-                       text_only=text_only)
-
-    async def upstream(self) -> FakeConn:
-        """The fake upstream side of the latest `fake`/`fakeb` connection."""
-        return await asyncio.wait_for(self.fake.conns.get(), TIMEOUT)
-
-    def session(self) -> Any:
-        """The single live RealtimeSession."""
-        [live] = list(self.server.services.live_sessions)
-        return live
-
-
-@pytest.fixture
-async def review(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Review]:
-    """The real server on the review agents (SQLite), with the fake upstream running."""
-    async with FakeUpstream().running() as fake:
-        monkeypatch.setenv("ORCH_TEST_REPO", str(REPO))
-        monkeypatch.setenv("REVIEW_UPSTREAM_URL", fake.url)
-        database = f"sqlite+aiosqlite:///{tmp_path / 'review.db'}"
-        async with serve(database, tmp_path, agents_dir=AGENTS) as server:
-            yield Review(server, fake)
-
-
-async def timeline(server: RunningServer) -> dict[str, Any]:
-    """The single recorded conversation, once its session ended and was written."""
-    await asyncio.wait_for(server.services.live_sessions.wait_empty(), TIMEOUT)
-    await asyncio.wait_for(server.services.recorder.flush(), TIMEOUT)
-    headers = {"Authorization": f"Bearer {server.token}"}
-    async with httpx.AsyncClient(base_url=server.http, headers=headers, timeout=TIMEOUT) as http:
-        [conversation] = (await http.get("/admin/conversations")).json()["data"]
-        return (await http.get(f"/admin/conversations/{conversation['id']}")).json()
-
-
-def of_type(events: list[Event], kind: str) -> list[Event]:
-    """The events of one type."""
-    return [e for e in events if e["type"] == kind]
-
-
-def index_of(events: list[Event], match: Callable[[Event], bool]) -> int:
-    """Position of the first matching event (ValueError if none)."""
-    return next(i for i, e in enumerate(events) if match(e))
-
-
-def is_final_done(event: Event, text: str) -> bool:
-    """The `response.done` of the message that says `text`."""
-    return event["type"] == "response.done" and any(
-        text in json.dumps(item) for item in event["response"]["output"]
-        if item["type"] == "message")
-
-
-def no_function_items(events: list[Event]) -> bool:
-    """True if no upstream function call/output item or argument event reached the client."""
-    return not any(
-        e.get("item", {}).get("type") in ("function_call", "function_call_output")
-        or e["type"].startswith("response.function_call_arguments") for e in events)
-
-
-SENTINEL: Event = {"type": "conversation.item.retrieve", "event_id": "sentinel",
-                   "item_id": "item_sentinel"}
-
-
-async def upstream_until_sentinel(up: FakeConn) -> list[Event]:
-    """Client events relayed upstream up to (not including) the test's sentinel retrieve."""
-    seen: list[Event] = []
-    while (event := await up.recv())["type"] != "conversation.item.retrieve":
-        seen.append(event)
-    return seen
-
 
 # --- regression tests: behaviour that is right today ----------------------------------------
 
@@ -302,9 +31,7 @@ async def test_two_server_calls_and_a_message_in_one_response(review: Review) ->
     async with review.client("fake") as client:
         up = await review.upstream()
         await client.say("check a and b")
-        await up.ack(await up.expect("conversation.item.create"))
-        await up.expect("response.create")
-        rid = await up.begin()
+        rid = await up.turn()
         first = await up.call(rid, 0, "echo", '{"text": "alpha"}')
         second = await up.call(rid, 1, "echo", '{"text": "beta"}')
         said = await up.say(rid, 2, "Checking both.")
@@ -354,9 +81,7 @@ async def test_client_tool_and_server_tool_in_one_response(review: Review) -> No
         await up.update(await up.expect("session.update"))
         await client.until_type("session.updated")
         await client.say("both kinds")
-        await up.ack(await up.expect("conversation.item.create"))
-        await up.expect("response.create")
-        rid = await up.begin()
+        rid = await up.turn()
         server_call = await up.call(rid, 0, "echo", '{"text": "srv"}')
         client_call = await up.call(rid, 1, "lookup", "{}")
         await up.end(rid, [server_call, client_call])
@@ -384,9 +109,7 @@ async def test_cancelled_response_with_unfinished_arguments(review: Review) -> N
     async with review.client("fake") as client:
         up = await review.upstream()
         await client.say("start something")
-        await up.ack(await up.expect("conversation.item.create"))
-        await up.expect("response.create")
-        rid = await up.begin()
+        rid = await up.turn()
         partial = await up.call(rid, 0, "echo", '{"text": "never"}', complete=False)
         await up.end(rid, [partial], status="cancelled")
         events = await client.until_type("response.done")
@@ -436,9 +159,7 @@ async def test_chained_calls_and_a_client_create_held_across_them(review: Review
     async with review.client("fake") as client:
         up = await review.upstream()
         await client.say("chain")
-        await up.ack(await up.expect("conversation.item.create"))
-        await up.expect("response.create")
-        rid = await up.begin()
+        rid = await up.turn()
         await up.end(rid, [await up.call(rid, 0, "echo", '{"text": "one"}')])
         events = await client.until_type("response.mcp_call.in_progress")
         await client.send({"type": "response.create", "event_id": "mine"})
@@ -467,9 +188,7 @@ async def test_continuation_waits_for_a_response_the_model_started(review: Revie
     async with review.client("fake") as client:
         up = await review.upstream()
         await client.say("slow one")
-        await up.ack(await up.expect("conversation.item.create"))
-        await up.expect("response.create")
-        rid = await up.begin()
+        rid = await up.turn()
         call = await up.call(rid, 0, "slow", '{"seconds": 0.5}')
         await up.end(rid, [call])
         # While the tool runs, the user speaks again and server VAD starts a response.
@@ -489,9 +208,7 @@ async def test_refused_continuation_does_not_block_later_turns(review: Review) -
     async with review.client("fake") as client:
         up = await review.upstream()
         await client.say("echo this")
-        await up.ack(await up.expect("conversation.item.create"))
-        await up.expect("response.create")
-        rid = await up.begin()
+        rid = await up.turn()
         call = await up.call(rid, 0, "echo", '{"text": "x"}')
         await up.end(rid, [call])
         await up.ack(await up.expect("conversation.item.create"))
@@ -513,9 +230,7 @@ async def test_handoff_refused_voice_change_still_switches_before_the_response(
         up = await review.upstream()
         up.refuse_voice_change = True  # audio has been played: the voice is fixed
         await client.say("transfer me")
-        await up.ack(await up.expect("conversation.item.create"))
-        await up.expect("response.create")
-        rid = await up.begin()
+        rid = await up.turn()
         await up.end(rid, [await up.call(rid, 0, "transfer_to_fakeb", "{}")])
         while (event := await up.recv())["type"] != "response.create":
             if event["type"] == "session.update":
@@ -611,9 +326,7 @@ async def test_tool_events_none_output_indexes_stay_dense(review: Review) -> Non
     async with review.client("fake", "&tool_events=none") as client:
         up = await review.upstream()
         await client.say("call then talk")
-        await up.ack(await up.expect("conversation.item.create"))
-        await up.expect("response.create")
-        rid = await up.begin()
+        rid = await up.turn()
         call = await up.call(rid, 0, "echo", '{"text": "x"}')
         said = await up.say(rid, 1, "One moment.")
         await up.end(rid, [call, said])
@@ -644,9 +357,7 @@ async def test_handoff_with_malformed_arguments_is_refused(review: Review) -> No
     async with review.client("fake") as client:
         up = await review.upstream()
         await client.say("transfer me")
-        await up.ack(await up.expect("conversation.item.create"))
-        await up.expect("response.create")
-        rid = await up.begin()
+        rid = await up.turn()
         await up.end(rid, [await up.call(rid, 0, "transfer_to_fakeb", '{"reason": ')])
         updates: list[Event] = []
         output = ""

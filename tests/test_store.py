@@ -282,7 +282,8 @@ async def audit_trail(write_records: WriteRecords) -> None:
 
 async def _ids(sessionmaker: Sessions, **filters: Any) -> list[str]:
     async with sessionmaker() as session:
-        rows, _ = await queries.list_conversations(session, **filters)
+        rows, _ = await queries.list_conversations(
+            session, queries.ConversationFilter(**filters))
     return [row.id for row in rows]
 
 

@@ -15,13 +15,12 @@ from typing import Any
 import pytest
 
 from orchestrator.agents.validate import validate_paths
-from orchestrator.tools.router import MAX_ARGUMENTS_BYTES, MAX_ARGUMENTS_DEPTH, parse_arguments
+from orchestrator.tools.policy import MAX_ARGUMENTS_BYTES, MAX_ARGUMENTS_DEPTH, parse_arguments
+from tests.events import is_final_done, timeline, tool_rows
+from tests.fake_upstream import POLICY_AGENTS
 from tests.realtime_client import Event, connect, text_of
 from tests.server import REPO, RunningServer, serve
-from tests.test_review_findings import is_final_done, timeline
 from tests.wire import assert_response_flow
-
-POLICY_AGENTS = REPO / "tests" / "fixtures" / "policy"
 
 
 @pytest.fixture
@@ -31,11 +30,6 @@ async def server(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("ORCH_TEST_REPO", str(REPO))
     async with serve(database_url, tmp_path, agents_dir=POLICY_AGENTS) as running:
         yield running
-
-
-def tool_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The recorded tool calls, in order."""
-    return [e for e in record["timeline"] if e["kind"] == "tool_call"]
 
 
 def said_output(events: list[Event], prefix: str) -> dict[str, Any]:

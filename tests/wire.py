@@ -110,13 +110,20 @@ def _check_extras(kind: str, event: BaseModel, frame: Frame) -> None:
                              f"{'; '.join(problems)}\nframe: {_snippet(frame)}")
 
 
-def validate_server_event(frame: Frame) -> BaseModel:
-    """Validate one server event strictly; return the SDK model; AssertionError if invalid."""
+def _typed(frame: Frame, models: Mapping[str, type[BaseModel]], side: str,
+           ) -> tuple[dict[str, Any], str, type[BaseModel]]:
+    """The decoded frame, its `type` and the SDK model of that type; AssertionError if none."""
     data = _decode(frame)
     kind = str(data.get("type"))
-    model = SERVER_EVENT_MODELS.get(kind)
+    model = models.get(kind)
     if model is None:
-        raise AssertionError(f"unknown server event type {kind!r}: {_snippet(frame)}")
+        raise AssertionError(f"unknown {side} event type {kind!r}: {_snippet(frame)}")
+    return data, kind, model
+
+
+def validate_server_event(frame: Frame) -> BaseModel:
+    """Validate one server event strictly; return the SDK model; AssertionError if invalid."""
+    data, kind, model = _typed(frame, SERVER_EVENT_MODELS, "server")
     event = _validate(frame, model, data)
     _check_extras(kind, event, frame)
     return event
@@ -124,11 +131,7 @@ def validate_server_event(frame: Frame) -> BaseModel:
 
 def validate_client_event(frame: Frame) -> BaseModel:
     """Validate one client event strictly; return the SDK model; AssertionError if invalid."""
-    data = _decode(frame)
-    kind = str(data.get("type"))
-    model = CLIENT_EVENT_MODELS.get(kind)
-    if model is None:
-        raise AssertionError(f"unknown client event type {kind!r}: {_snippet(frame)}")
+    data, kind, model = _typed(frame, CLIENT_EVENT_MODELS, "client")
     raw_response: Any = data.get("response")
     response = cast(dict[str, Any], raw_response) if isinstance(raw_response, dict) else {}
     if kind == "response.create" and response.get("input"):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Generator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.admin.deps import SessionDep
 from orchestrator.admin.schemas import ConversationRead
@@ -61,6 +63,27 @@ def render_transcript(detail: ConversationDetail, fmt: TranscriptFormat) -> str:
     return json.dumps({"conversation": head, "entries": entries}, ensure_ascii=False)
 
 
+async def conversation_detail(session: AsyncSession, conversation_id: str) -> ConversationDetail:
+    """The conversation and its timeline; 404 if there is no such conversation."""
+    detail = await queries.get_conversation(session, conversation_id)
+    if detail is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id!r}")
+    return detail
+
+
+LimitQuery = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)]
+CursorQuery = Annotated[str | None, Query(description="`next_cursor` of the previous page")]
+
+
+@contextmanager
+def cursor_checked() -> Generator[None]:
+    """A pagination cursor the store did not produce is the client's error (400)."""
+    try:
+        yield
+    except queries.InvalidCursorError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+
+
 @router.get(
     "/conversations/{conversation_id}/transcript",
     responses={200: {"content": {m: {} for m in _MEDIA.values()}}},
@@ -71,9 +94,7 @@ async def get_transcript(
     format: Annotated[TranscriptFormat, Query(description="json, jsonl or text")] = "json",
 ) -> Response:
     """The conversation's messages, tool calls and handoffs, for export."""
-    detail = await queries.get_conversation(session, conversation_id)
-    if detail is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id!r}")
+    detail = await conversation_detail(session, conversation_id)
     return Response(render_transcript(detail, format), media_type=_MEDIA[format])
 
 
@@ -90,124 +111,52 @@ async def delete_conversation(conversation_id: str, session: SessionDep) -> Conv
     return ConversationRead.model_validate(detail.conversation)
 
 
-class ToolCallRead(BaseModel):
-    """A tool call as listed."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    conversation_id: str
-    call_id: str
-    agent: str
-    server: str
-    tool: str
-    arguments: str
-    output: str | None
-    error: str | None
-    status: str
-    started_at: datetime
-    finished_at: datetime
-    duration_ms: float
-
-
 class ToolCallList(BaseModel):
     """One page of tool calls; pass `next_cursor` as `cursor` for the next one."""
 
-    data: list[ToolCallRead]
+    data: list[queries.ToolCallRow]
     next_cursor: str | None
 
 
 @router.get("/tool-calls", response_model=ToolCallList)
 async def list_tool_calls(
     session: SessionDep,
-    tool: str | None = None,
-    server: str | None = None,
-    agent: str | None = None,
-    status_: Annotated[str | None, Query(alias="status", description="completed|failed|…")]
-    = None,
-    since: Annotated[datetime | None, Query(description="Started at or after")] = None,
-    until: Annotated[datetime | None, Query(description="Started before")] = None,
-    conversation_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    filters: Annotated[queries.ToolCallFilter, Query()],
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
 ) -> ToolCallList:
     """Tool calls across conversations, newest first, filtered; cursor pagination."""
-    try:
+    with cursor_checked():
         rows, next_cursor = await queries.list_tool_calls(
-            session, tool=tool, server=server, agent=agent, status=status_, since=since,
-            until=until, conversation_id=conversation_id, limit=limit, cursor=cursor)
-    except queries.InvalidCursorError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
-    return ToolCallList(data=[ToolCallRead.model_validate(r) for r in rows],
-                        next_cursor=next_cursor)
+            session, filters, limit=limit, cursor=cursor)
+    return ToolCallList(data=rows, next_cursor=next_cursor)
 
 
-class ToolStatsRead(BaseModel):
-    """One tool of one server over the window."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    server: str
-    tool: str
-    calls: int
-    errors: int
-    error_rate: float
-    avg_ms: float
-    p50_ms: float | None
-    p95_ms: float | None
-
-
-class ToolStatsList(BaseModel):
+class ToolStatsList(stats.Window):
     """Per-tool statistics over [since, until)."""
 
-    since: datetime | None
-    until: datetime | None
-    data: list[ToolStatsRead]
+    data: list[stats.ToolStats]
 
 
-class AgentStatsRead(BaseModel):
-    """One agent over the window; `tokens` holds totals and text/audio splits."""
+class AgentStatsList(stats.Window):
+    """Per-agent statistics over [since, until); `tokens` holds totals and text/audio splits."""
 
-    model_config = ConfigDict(from_attributes=True)
-
-    agent: str
-    conversations: int
-    responses: int
-    failed_responses: int
-    response_error_rate: float
-    first_output_p50_ms: float | None
-    first_output_p95_ms: float | None
-    tool_calls: int
-    tool_errors: int
-    tokens: dict[str, int]
+    data: list[stats.AgentStats]
 
 
-class AgentStatsList(BaseModel):
-    """Per-agent statistics over [since, until)."""
-
-    since: datetime | None
-    until: datetime | None
-    data: list[AgentStatsRead]
-
-
-SinceQuery = Annotated[datetime | None, Query(description="Window start (inclusive)")]
-UntilQuery = Annotated[datetime | None, Query(description="Window end (exclusive)")]
+WindowQuery = Annotated[stats.Window, Query()]
 
 
 @router.get("/stats/tools", response_model=ToolStatsList)
-async def tool_stats(session: SessionDep, since: SinceQuery = None, until: UntilQuery = None
-                     ) -> ToolStatsList:
+async def tool_stats(session: SessionDep, window: WindowQuery) -> ToolStatsList:
     """Calls, error rates and p50/p95 durations per tool (nearest-rank), computed in SQL."""
-    rows = await stats.tool_stats(session, stats.Window(since, until))
-    return ToolStatsList(since=since, until=until,
-                         data=[ToolStatsRead.model_validate(r) for r in rows])
+    rows = await stats.tool_stats(session, window)
+    return ToolStatsList(since=window.since, until=window.until, data=rows)
 
 
 @router.get("/stats/agents", response_model=AgentStatsList)
-async def agent_stats(session: SessionDep, since: SinceQuery = None, until: UntilQuery = None
-                      ) -> AgentStatsList:
+async def agent_stats(session: SessionDep, window: WindowQuery) -> AgentStatsList:
     """Per agent: conversations, response error rate, first-output latency p50/p95, tool
     calls and token usage by modality, computed in SQL."""
-    rows = await stats.agent_stats(session, stats.Window(since, until))
-    return AgentStatsList(since=since, until=until,
-                          data=[AgentStatsRead.model_validate(r) for r in rows])
+    rows = await stats.agent_stats(session, window)
+    return AgentStatsList(since=window.since, until=window.until, data=rows)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, Query
 
 from orchestrator.admin import agents, api_keys, audit, mcp_servers
 from orchestrator.admin.deps import SessionDep, require_admin
@@ -18,36 +17,14 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(requir
 @router.get("/conversations", response_model=ConversationList)
 async def list_conversations(
     session: SessionDep,
-    agent: Annotated[str | None, Query(description="Agent the conversation started with")] = None,
-    status_: Annotated[str | None, Query(alias="status", description="active|completed|failed")]
-    = None,
-    since: Annotated[datetime | None, Query(description="Started at or after")] = None,
-    until: Annotated[datetime | None, Query(description="Started before")] = None,
-    tool: Annotated[str | None, Query(description="Has a call of this tool")] = None,
-    has_error: Annotated[
-        bool | None, Query(description="Has a failed tool call or response, or failed")
-    ] = None,
-    q: Annotated[str | None, Query(description="Full-text search in the items (every word)")]
-    = None,
-    limit: Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
-    tool_status: Annotated[
-        str | None, Query(description="Has a tool call (of `tool`, if given) with this status")
-    ] = None,
-    handoff_to: Annotated[str | None, Query(description="Handed off to this agent")] = None,
-    min_duration_s: Annotated[
-        float | None, Query(ge=0, description="Ended, and lasted at least this long")
-    ] = None,
+    filters: Annotated[queries.ConversationFilter, Query()],
+    limit: audit.LimitQuery = 50,
+    cursor: audit.CursorQuery = None,
 ) -> ConversationList:
     """Conversations, newest first, filtered; cursor pagination."""
-    try:
+    with audit.cursor_checked():
         rows, next_cursor = await queries.list_conversations(
-            session, agent=agent, status=status_, since=since, until=until, tool=tool,
-            has_error=has_error, q=q, limit=limit, cursor=cursor, tool_status=tool_status,
-            handoff_to=handoff_to, min_duration_s=min_duration_s,
-        )
-    except queries.InvalidCursorError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+            session, filters, limit=limit, cursor=cursor)
     data = [ConversationRead.model_validate(row) for row in rows]
     return ConversationList(data=data, next_cursor=next_cursor)
 
@@ -55,10 +32,8 @@ async def list_conversations(
 @router.get("/conversations/{conversation_id}", response_model=ConversationDetailRead)
 async def get_conversation(conversation_id: str, session: SessionDep) -> ConversationDetailRead:
     """One conversation with its items, tool calls, handoffs and responses as one timeline."""
-    detail = await queries.get_conversation(session, conversation_id)
-    if detail is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no conversation {conversation_id!r}")
-    return ConversationDetailRead.from_detail(detail)
+    return ConversationDetailRead.from_detail(
+        await audit.conversation_detail(session, conversation_id))
 
 
 router.include_router(api_keys.router)

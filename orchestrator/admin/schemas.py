@@ -1,12 +1,14 @@
-"""Response bodies of the admin API (`XRead` / `XList`), built from the store's query rows."""
+"""Response bodies of the admin API (`XRead` / `XList`), built from the store's query rows
+(which stand in the bodies as they are where nothing is added to them)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.store import queries
 from orchestrator.store.queries import ConversationDetail
 
 
@@ -45,70 +47,8 @@ class ConversationList(BaseModel):
     next_cursor: str | None
 
 
-class ItemEntryRead(_Read):
-    """A conversation item (message, function call or output) on the timeline."""
-
-    kind: Literal["item"]
-    at: datetime
-    seq: int
-    item_id: str | None
-    type: str
-    role: str | None
-    agent: str
-    text: str | None
-    status: str | None
-    call_id: str | None
-    name: str | None
-
-
-class ToolCallEntryRead(_Read):
-    """A server-run tool call on the timeline; `at` is when it started."""
-
-    kind: Literal["tool_call"]
-    at: datetime
-    call_id: str
-    agent: str
-    server: str
-    tool: str
-    arguments: str
-    output: str | None
-    error: str | None
-    status: str
-    finished_at: datetime
-    duration_ms: float
-
-
-class HandoffEntryRead(_Read):
-    """A handoff between agents on the timeline."""
-
-    kind: Literal["handoff"]
-    at: datetime
-    from_agent: str
-    to_agent: str
-    call_id: str
-    reason: str | None
-
-
-class ResponseEntryRead(_Read):
-    """A model response on the timeline; `at` is when it was created."""
-
-    kind: Literal["response"]
-    at: datetime
-    response_id: str
-    agent: str
-    status: str
-    usage: dict[str, Any] | None
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
-    first_output_latency_ms: float | None
-    done_at: datetime
-
-
-TimelineEntry = Annotated[
-    ItemEntryRead | ToolCallEntryRead | HandoffEntryRead | ResponseEntryRead,
-    Field(discriminator="kind"),
-]
+# Timeline entries are the store's own frozen rows, told apart by `kind`.
+TimelineEntry = Annotated[queries.TimelineEntry, Field(discriminator="kind")]
 
 
 class ConversationDetailRead(ConversationRead):

@@ -16,8 +16,6 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-import orjson
-
 from orchestrator.agents.loader import LoadedAgent
 from orchestrator.errors import ProtocolError
 from orchestrator.realtime import protocol
@@ -27,6 +25,7 @@ from orchestrator.realtime.handoffs import Handoffs
 from orchestrator.realtime.outbox import Deferred
 from orchestrator.realtime.protocol import JsonObject
 from orchestrator.realtime.seeding import History
+from orchestrator.tools.policy import CallGate, approval_refusal, refused, result_status
 from orchestrator.tools.router import (
     HandoffBinding,
     McpBinding,
@@ -48,11 +47,6 @@ _KEPT_RESPONSE_FIELDS = ("output_modalities", "audio", "instructions", "max_outp
 _ALIASES_KEPT = 512
 
 
-def _error_result(message: str, kind: str = "invalid") -> ToolResult:
-    return ToolResult(output=orjson.dumps({"error": message}).decode(), is_error=True,
-                      error=message, error_kind=kind)  # type: ignore[arg-type]
-
-
 class TurnTools:
     """The server-run calls of one session, and what they do to the conversation."""
 
@@ -63,7 +57,7 @@ class TurnTools:
         self.toolset: Toolset = build_toolset(agent.spec, session.deps.pool)
         self.client_tools: list[JsonObject] = []
         self.calls: dict[str, ServerCall] = {}  # by upstream item id, until continued
-        self.call_ids: set[str] = set()  # every call id ever run (never run twice)
+        self.policy = CallGate()  # every call id ever run or refused (never run twice)
         self.by_response: dict[str, list[ServerCall]] = {}
         self.finished: dict[str, str] = {}  # response id -> final status, for responses with calls
         self.client_call_responses: set[str] = set()
@@ -78,7 +72,6 @@ class TurnTools:
         self.response_params: JsonObject = {}
         self.held_items: dict[str, str] = {}  # output items of responses with calls -> response
         self.approvals = Approvals(lambda frame: session.outbox.put(frame, ordered=False))
-        self.duplicates = 0
         self.history = History()  # to seed a new upstream on a cross-model handoff
         self.filler_in_flight = False
         self.handoffs = Handoffs(self)
@@ -231,28 +224,17 @@ class TurnTools:
             return
         call.arguments = str(event.get("arguments") or "")
         call.started = True
-        refusal = self._refusal(call)
+        binding = call.binding
+        refusal = self.policy.admit(
+            call.call_id, call.name, self.agent.spec.name,
+            binding.status if isinstance(binding, RefusedBinding) else None)
         if refusal is not None:  # never executed: answered at once, and recorded
-            call.policy, call.result = refusal
+            call.policy, call.result = refusal.status, refusal.result
+            call.row_call_id = refusal.row_call_id
             self.session.rec.tool_call(call)
         else:
-            self.call_ids.add(call.call_id)
             call.task = self.session.spawn(self._execute(call))
         await self.session.outbox.put_many(self.presenter.arguments_done(call))
-
-    def _refusal(self, call: ServerCall) -> tuple[str, ToolResult] | None:
-        """Why `call` is not run at all (duplicate id, a name the agent may not run)."""
-        if call.call_id in self.call_ids:  # a duplicated call id is never run twice
-            self.duplicates += 1
-            call.row_call_id = f"{call.call_id}#duplicate-{self.duplicates}"
-            return "duplicate", _error_result(f"call_id {call.call_id} was already executed")
-        if isinstance(call.binding, RefusedBinding):
-            self.call_ids.add(call.call_id)
-            verb = "is denied to" if call.binding.status == "denied" else "is not a tool of"
-            return call.binding.status, _error_result(
-                f"tool {call.name!r} {verb} agent {self.agent.spec.name!r}; it was not run",
-                "tool")
-        return None
 
     async def response_created(self, event: JsonObject) -> None:
         """A response began upstream (ours, the client's, or one the model started itself)."""
@@ -323,7 +305,7 @@ class TurnTools:
         item = event.get("item")
         if isinstance(item, dict) and item.get("type") == "function_call_output":  # type: ignore[union-attr]
             call_id = item.get("call_id")  # type: ignore[union-attr]
-            if isinstance(call_id, str) and call_id in self.call_ids:
+            if isinstance(call_id, str) and self.policy.server_runs(call_id):
                 raise ProtocolError(
                     f"Call {call_id} is executed by the server; its output cannot be set by the "
                     "client.", code="invalid_value", event_id=event_id, param="item.call_id")
@@ -363,10 +345,10 @@ class TurnTools:
             if not call.cancelled:
                 self.session.rec.tool_call(call)  # the session is ending: recorded as cancelled
                 raise
-            call.result = _error_result("cancelled by the client", "tool")
+            call.result = refused("cancelled by the client", "tool")
         except Exception as exc:  # a bug in a tool path must not end the conversation
             log.exception("tool call %s failed unexpectedly", call.name)
-            call.result = _error_result(f"internal error: {type(exc).__name__}", "protocol")
+            call.result = refused(f"internal error: {type(exc).__name__}", "protocol")
         self.session.rec.tool_call(call)
         # The output goes upstream first: the model waits on it, the client's frames do not.
         await self._maybe_continue(call.response_id)
@@ -387,8 +369,7 @@ class TurnTools:
             finally:
                 if filler is not None:
                     filler.cancel()
-            if result.error_kind == "invalid":
-                call.policy = "invalid_arguments"
+            call.policy = result_status(result)
             return result
         return await self.handoffs.run(call, binding)
 
@@ -411,14 +392,11 @@ class TurnTools:
         """Ask the client; None if approved, else the refusal the model gets."""
         answer = await self.approvals.ask(call.server_label, call.name, call.arguments,
                                           binding.approval_timeout_s)
-        if answer.verdict == "approved":
+        refusal = approval_refusal(call.name, answer.verdict, answer.reason)
+        if refusal is None:
             return None
-        call.policy = f"approval_{answer.verdict}"
-        if answer.verdict == "timeout":
-            return _error_result(f"the user did not approve {call.name!r} in time; it was not run",
-                                 "tool")
-        why = f": {answer.reason}" if answer.reason else ""
-        return _error_result(f"the user declined to run {call.name!r}{why}", "tool")
+        call.policy = refusal.status
+        return refusal.result
 
     async def _maybe_continue(self, rid: str) -> None:
         calls = self.by_response.get(rid, [])

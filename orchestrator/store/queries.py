@@ -13,8 +13,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import (
     ColumnElement,
     Integer,
@@ -30,7 +31,9 @@ from sqlalchemy import (
     table,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
+from orchestrator.store.stats import Window
 from orchestrator.store.tables import Conversation, Handoff, Item, Response, ToolCall
 
 MAX_LIMIT = 500
@@ -168,24 +171,57 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return position
 
 
+# --- filters --------------------------------------------------------------------------------
+
+
+class _Filter(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ConversationFilter(_Filter):
+    """Which conversations to list; every field given must hold (the admin API's query
+    parameters and the CLI's options are these fields)."""
+
+    agent: Annotated[str | None, Field(description="Agent the conversation started with")] = None
+    status: Annotated[str | None, Field(description="active|completed|failed")] = None
+    since: Annotated[datetime | None, Field(description="Started at or after")] = None
+    until: Annotated[datetime | None, Field(description="Started before")] = None
+    tool: Annotated[str | None, Field(description="Has a call of this tool")] = None
+    has_error: Annotated[
+        bool | None, Field(description="Has a failed tool call or response, or failed")
+    ] = None
+    q: Annotated[str | None, Field(description="Full-text search in the items (every word)")] \
+        = None
+    tool_status: Annotated[
+        str | None, Field(description="Has a tool call (of `tool`, if given) with this status")
+    ] = None
+    handoff_to: Annotated[str | None, Field(description="Handed off to this agent")] = None
+    min_duration_s: Annotated[
+        float | None, Field(ge=0, description="Ended, and lasted at least this long")
+    ] = None
+
+
+class ToolCallFilter(_Filter):
+    """Which tool calls to list; every field given must hold."""
+
+    tool: str | None = None
+    server: str | None = None
+    agent: str | None = None
+    status: Annotated[str | None, Field(description="completed|failed|…")] = None
+    since: Annotated[datetime | None, Field(description="Started at or after")] = None
+    until: Annotated[datetime | None, Field(description="Started before")] = None
+    conversation_id: str | None = None
+
+
 # --- list -----------------------------------------------------------------------------------
 
 
 async def list_conversations(
     session: AsyncSession,
+    filters: ConversationFilter | None = None,
     *,
-    agent: str | None = None,
-    status: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    tool: str | None = None,
-    has_error: bool | None = None,
-    q: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
-    tool_status: str | None = None,
-    handoff_to: str | None = None,
-    min_duration_s: float | None = None,
 ) -> tuple[list[ConversationRow], str | None]:
     """One page of conversations, newest first, and the cursor of the next page (or None).
 
@@ -198,12 +234,8 @@ async def list_conversations(
     """
     limit = max(1, min(limit, MAX_LIMIT))
     dialect = session.get_bind().dialect.name
-    stmt = _filtered(
-        select(Conversation), agent=agent, status=status, since=since, until=until, tool=tool,
-        has_error=has_error,
-    )
-    stmt = _more_filters(stmt, dialect, q=q, tool=tool, tool_status=tool_status,
-                         handoff_to=handoff_to, min_duration_s=min_duration_s)
+    f = filters or ConversationFilter()
+    stmt = _more_filters(_filtered(select(Conversation), f), dialect, f)
     if cursor is not None:
         started_at, conversation_id = decode_cursor(cursor)
         stmt = stmt.where(
@@ -219,58 +251,42 @@ async def list_conversations(
     return page, next_cursor
 
 
-def _filtered(
-    stmt: Select[Conversation],
-    *,
-    agent: str | None,
-    status: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    tool: str | None,
-    has_error: bool | None,
-) -> Select[Conversation]:
-    if agent is not None:
-        stmt = stmt.where(Conversation.agent == agent)
-    if status is not None:
-        stmt = stmt.where(Conversation.status == status)
-    if since is not None:
-        stmt = stmt.where(Conversation.started_at >= since)
-    if until is not None:
-        stmt = stmt.where(Conversation.started_at < until)
-    if tool is not None:
+def _filtered(stmt: Select[Conversation], f: ConversationFilter) -> Select[Conversation]:
+    stmt = stmt.where(*_equal((Conversation.agent, f.agent), (Conversation.status, f.status)),
+                      *Window(since=f.since, until=f.until).on(Conversation.started_at))
+    if f.tool is not None:
         stmt = stmt.where(
-            exists().where(ToolCall.conversation_id == Conversation.id, ToolCall.tool == tool)
+            exists().where(ToolCall.conversation_id == Conversation.id, ToolCall.tool == f.tool)
         )
-    if has_error is not None:
+    if f.has_error is not None:
         # error_count is kept by the recorder: failed tool calls + failed responses.
         failed = or_(Conversation.error_count > 0, Conversation.status == "failed")
-        stmt = stmt.where(failed if has_error else ~failed)
+        stmt = stmt.where(failed if f.has_error else ~failed)
     return stmt
 
 
 def _more_filters(
-    stmt: Select[Conversation],
-    dialect: str,
-    *,
-    q: str | None,
-    tool: str | None,
-    tool_status: str | None,
-    handoff_to: str | None,
-    min_duration_s: float | None,
+    stmt: Select[Conversation], dialect: str, f: ConversationFilter
 ) -> Select[Conversation]:
-    if tool_status is not None:
-        conditions = [ToolCall.conversation_id == Conversation.id, ToolCall.status == tool_status]
-        if tool is not None:
-            conditions.append(ToolCall.tool == tool)
+    if f.tool_status is not None:
+        conditions = [ToolCall.conversation_id == Conversation.id,
+                      ToolCall.status == f.tool_status]
+        if f.tool is not None:
+            conditions.append(ToolCall.tool == f.tool)
         stmt = stmt.where(exists().where(*conditions))
-    if handoff_to is not None:
+    if f.handoff_to is not None:
         stmt = stmt.where(exists().where(
-            Handoff.conversation_id == Conversation.id, Handoff.to_agent == handoff_to))
-    if min_duration_s is not None:
-        stmt = stmt.where(duration_s(dialect) >= min_duration_s)
-    if q is not None:
-        stmt = stmt.where(Conversation.id.in_(text_search(q, dialect)))
+            Handoff.conversation_id == Conversation.id, Handoff.to_agent == f.handoff_to))
+    if f.min_duration_s is not None:
+        stmt = stmt.where(duration_s(dialect) >= f.min_duration_s)
+    if f.q is not None:
+        stmt = stmt.where(Conversation.id.in_(text_search(f.q, dialect)))
     return stmt
+
+
+def _equal(*pairs: tuple[InstrumentedAttribute[str], str | None]) -> list[ColumnElement[bool]]:
+    """`column == value` for each pair whose value is given."""
+    return [column == value for column, value in pairs if value is not None]
 
 
 def duration_s(dialect: str) -> ColumnElement[Any]:
@@ -411,29 +427,18 @@ class ToolCallRow:
 
 async def list_tool_calls(
     session: AsyncSession,
+    filters: ToolCallFilter | None = None,
     *,
-    tool: str | None = None,
-    server: str | None = None,
-    agent: str | None = None,
-    status: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    conversation_id: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> tuple[list[ToolCallRow], str | None]:
     """One page of tool calls, newest first, and the cursor of the next page (or None)."""
     limit = max(1, min(limit, MAX_LIMIT))
-    stmt = select(ToolCall)
-    for column, value in ((ToolCall.tool, tool), (ToolCall.server, server),
-                          (ToolCall.agent, agent), (ToolCall.status, status),
-                          (ToolCall.conversation_id, conversation_id)):
-        if value is not None:
-            stmt = stmt.where(column == value)
-    if since is not None:
-        stmt = stmt.where(ToolCall.started_at >= since)
-    if until is not None:
-        stmt = stmt.where(ToolCall.started_at < until)
+    f = filters or ToolCallFilter()
+    stmt = select(ToolCall).where(
+        *_equal((ToolCall.tool, f.tool), (ToolCall.server, f.server), (ToolCall.agent, f.agent),
+                (ToolCall.status, f.status), (ToolCall.conversation_id, f.conversation_id)),
+        *Window(since=f.since, until=f.until).on(ToolCall.started_at))
     if cursor is not None:
         started_at, raw_id = decode_cursor(cursor)
         if not raw_id.isdigit():

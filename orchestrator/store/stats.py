@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement, Float, Select, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -23,12 +24,14 @@ from orchestrator.store.tables import Conversation, Response, ToolCall
 PERCENTILES = (50, 95)  # integers: rank arithmetic stays exact
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
-    """[since, until) on a timestamp column; either end may be open."""
+class Window(BaseModel):
+    """[since, until) on a timestamp column; either end may be open (the stats routes' query
+    parameters, echoed in their answers)."""
 
-    since: datetime | None = None
-    until: datetime | None = None
+    model_config = ConfigDict(frozen=True)
+
+    since: Annotated[datetime | None, Field(description="Window start (inclusive)")] = None
+    until: Annotated[datetime | None, Field(description="Window end (exclusive)")] = None
 
     @property
     def bounded(self) -> bool:

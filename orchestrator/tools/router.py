@@ -2,20 +2,16 @@
 
 An agent's tool set is its MCP tools (from the pool's cached lists, filtered by each
 attachment's allowlist, renamed by its prefix) plus one `transfer_to_<agent>` function per
-handoff. A name outside the set is never executed; arguments are checked (JSON object,
-then the tool's input schema) before a call leaves for the server.
+handoff. A name outside the set is never executed; arguments are checked (`policy.py`: JSON
+object, then the tool's input schema) before a call leaves for the server.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, cast
-
-from jsonschema import exceptions as schema_errors
-from jsonschema import validators
+from typing import Any
 
 from orchestrator.agents.spec import (
     TOOL_NAME_PATTERN,
@@ -25,6 +21,7 @@ from orchestrator.agents.spec import (
 )
 from orchestrator.tools.convert import error_result
 from orchestrator.tools.mcp_pool import McpPool
+from orchestrator.tools.policy import parse_arguments, schema_problem
 from orchestrator.tools.types import ToolInfo, ToolResult
 
 logger = logging.getLogger(__name__)
@@ -37,10 +34,6 @@ HANDOFF_PARAMETERS: dict[str, Any] = {
     "additionalProperties": False,
 }
 _TOOL_NAME = re.compile(TOOL_NAME_PATTERN)
-
-
-MAX_ARGUMENTS_BYTES = 256 * 1024
-MAX_ARGUMENTS_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,77 +155,5 @@ async def run_tool(pool: McpPool, binding: McpBinding, arguments_json: str) -> T
     return await pool.call(binding.server, binding.tool, checked, timeout_s=binding.timeout_s)
 
 
-def parse_arguments(arguments_json: str) -> dict[str, Any] | str:
-    """The model's arguments as a JSON object, or why they are refused (too large, too deeply
-    nested, not JSON, not an object)."""
-    if len(arguments_json.encode()) > MAX_ARGUMENTS_BYTES:
-        return f"arguments exceed {MAX_ARGUMENTS_BYTES} bytes"
-    try:
-        arguments: object = json.loads(arguments_json) if arguments_json.strip() else {}
-    except json.JSONDecodeError as exc:
-        return f"arguments are not valid JSON: {exc}"
-    except RecursionError:
-        return f"arguments are nested deeper than {MAX_ARGUMENTS_DEPTH} levels"
-    if not isinstance(arguments, dict):
-        return "arguments must be a JSON object"
-    checked = cast(dict[str, Any], arguments)
-    if _depth(checked) > MAX_ARGUMENTS_DEPTH:
-        return f"arguments are nested deeper than {MAX_ARGUMENTS_DEPTH} levels"
-    return checked
-
-
-def _depth(value: object) -> int:
-    """Nesting depth of a parsed JSON value, without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        deepest = max(deepest, level)
-        if level > MAX_ARGUMENTS_DEPTH:
-            break
-        children = (cast(dict[str, Any], node).values() if isinstance(node, dict)
-                    else cast(list[Any], node) if isinstance(node, list) else ())
-        stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
 def _find_tool(pool: McpPool, binding: McpBinding) -> ToolInfo | None:
     return next((info for info in pool.tools(binding.server) if info.name == binding.tool), None)
-
-
-def schema_problem(info: ToolInfo | None, arguments: dict[str, Any]) -> str | None:
-    """Why `arguments` break the tool's input schema, or None (also for an unusable schema)."""
-    if info is None or not info.input_schema:
-        return None  # the pool answers for a tool it does not know
-    validator = _validator(info)
-    if validator is None:
-        return None
-    error = cast(
-        "schema_errors.ValidationError | None",
-        schema_errors.best_match(validator.iter_errors(arguments)),  # pyright: ignore[reportUnknownMemberType]
-    )
-    if error is None:
-        return None
-    parts = cast("list[object]", list(error.absolute_path))  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
-    message = error.message
-    return f"{'/'.join(str(p) for p in parts)}: {message}" if parts else message
-
-
-# Compiling a validator costs far more than using it: keep one per cached schema object
-# (the pool replaces ToolInfo objects on refresh, so a changed schema gets a new one).
-_validators: dict[tuple[str, str], tuple[dict[str, Any], Any]] = {}
-
-
-def _validator(info: ToolInfo) -> Any:
-    key = (info.server, info.name)
-    cached = _validators.get(key)
-    if cached is not None and cached[0] is info.input_schema:
-        return cached[1]
-    validator_class: Any = validators.validator_for(info.input_schema)
-    try:
-        validator_class.check_schema(info.input_schema)
-    except schema_errors.SchemaError:
-        validator = None  # a server's broken schema is the server's business, not the model's
-    else:
-        validator = validator_class(info.input_schema)
-    _validators[key] = (info.input_schema, validator)
-    return validator
