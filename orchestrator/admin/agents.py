@@ -4,12 +4,14 @@ hot reload from disk."""
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from orchestrator import redaction
 from orchestrator.admin.deps import ServicesDep, SessionDep
 from orchestrator.agents.loader import LoadedAgent, check_tools
 from orchestrator.agents.spec import ToolAttachment, handoff_tool_name
@@ -168,6 +170,8 @@ async def reload_agents(services: ServicesDep) -> ReloadRead:
     """Read the agents directory again. Live sessions keep the definition they started with;
     an agent whose file is now invalid keeps its previous version (see `problems`)."""
     before = {name: a.sha256 for name, a in services.registry.agents.items()}
+    # New `${VAR}` references are masked in the logs before anything can log their values.
+    redaction.REDACTOR.add(redaction.agent_file_secrets(services.settings.agents_dir, os.environ))
     problems = [str(p) for p in services.registry.reload()]
     registry = services.registry
     for name, loaded in registry.agents.items():
