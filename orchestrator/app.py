@@ -53,6 +53,13 @@ def admin_token(settings: Settings) -> str:
     return token
 
 
+def register_secrets(registry: Registry) -> None:
+    """Mask in the logs what the agent files expanded into headers, environments and keys."""
+    redaction.register_agent_secrets(
+        registry.agents_dir, registry.servers.values(),
+        [a.spec.api_key for a in registry.agents.values()], os.environ)
+
+
 def settings_secrets(settings: Settings) -> list[str]:
     """The secrets in the settings: the admin token, the API keys, a database password."""
     from sqlalchemy.engine import make_url
@@ -67,11 +74,11 @@ def settings_secrets(settings: Settings) -> list[str]:
 
 async def start_services(settings: Settings, metrics: Metrics | None = None) -> Services:
     """Build everything a process serves with; problems in agent files are logged, not fatal."""
-    redaction.install([*settings_secrets(settings),
-                       *redaction.agent_file_secrets(settings.agents_dir, os.environ)])
+    redaction.install(settings_secrets(settings))
     registry = Registry(settings.agents_dir)
     for problem in registry.load():
         log.error("%s", problem)
+    register_secrets(registry)
     url = settings.resolved_database_url()
     await upgrade(url)
     engine = create_engine(url)

@@ -30,8 +30,6 @@ def serve(
     database_url: str | None = typer.Option(None, help="[env ORCHESTRATOR_DATABASE_URL]"),
 ) -> None:
     """Serve the realtime endpoint and the admin API (applies migrations first)."""
-    import os
-
     import uvicorn
     from pydantic import SecretStr
     from rich.console import Console
@@ -48,8 +46,7 @@ def serve(
     token = admin_token(settings)
     settings = settings.model_copy(update={"admin_token": SecretStr(token)})
     # Before uvicorn logs anything: records from here on have their secrets masked.
-    redaction.install([*settings_secrets(settings),
-                       *redaction.agent_file_secrets(settings.agents_dir, os.environ)])
+    redaction.install(settings_secrets(settings))
     base = f"{settings.host}:{settings.port}"
     console = Console(highlight=False)
     console.print(f"[bold]orchestrator[/] agents from [cyan]{settings.agents_dir}[/], "

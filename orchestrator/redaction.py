@@ -25,7 +25,12 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from orchestrator.agents.spec import McpServerSpec
 
 MASK = "***"
 # Shorter values are not registered: masking every "8000" or "true" would garble the logs, and
@@ -145,12 +150,34 @@ def referenced_values(texts: Iterable[str], env: Mapping[str, str]) -> list[str]
     return [env[name] for name in sorted(names) if env.get(name)]
 
 
-def agent_file_secrets(agents_dir: Path, env: Mapping[str, str]) -> list[str]:
-    """The values the `${VAR}` references of the YAML files under `agents_dir` expand to, and
-    the default upstream key (`OPENAI_API_KEY`)."""
+def expanded_secrets(texts: Iterable[str], env: Mapping[str, str],
+                     secret_fields: Iterable[str]) -> list[str]:
+    """The `${VAR}` values referenced in `texts` that ended up in a secret-bearing field (an
+    MCP header or environment value, an upstream `api_key`), whole fields included; plus the
+    default upstream key. A reference elsewhere (a `cwd:`, a `command:`) is not a secret, and
+    masking it would only garble the logs."""
+    fields = [f for f in secret_fields if f]
+    values = [v for v in referenced_values(texts, env) if any(v in f for f in fields)]
+    whole = [f for f in fields if any(v in f for v in values)]
+    return [*values, *whole, env.get("OPENAI_API_KEY", "")]
+
+
+def yaml_texts(folder: Path) -> list[str]:
+    """The text of every YAML file under `folder` (unreadable ones skipped)."""
     texts: list[str] = []
-    if agents_dir.is_dir():
-        for path in sorted(agents_dir.rglob("*.y*ml")):
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*.y*ml")):
             with contextlib.suppress(OSError):
                 texts.append(path.read_text(errors="replace"))
-    return [*referenced_values(texts, env), env.get("OPENAI_API_KEY", "")]
+    return texts
+
+
+def register_agent_secrets(agents_dir: Path, servers: Iterable[McpServerSpec],
+                           api_keys: Iterable[SecretStr | None],
+                           env: Mapping[str, str]) -> None:
+    """Mask the `${VAR}` values the agent files expanded into MCP headers, MCP environments
+    and upstream `api_key`s (see `expanded_secrets`)."""
+    fields = [v.get_secret_value() for server in servers for v in server.headers.values()]
+    fields += [v for server in servers for v in server.env.values()]
+    fields += [k.get_secret_value() for k in api_keys if k is not None]
+    REDACTOR.add(expanded_secrets(yaml_texts(agents_dir), env, fields))

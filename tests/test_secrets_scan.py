@@ -29,7 +29,7 @@ import websockets
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.redaction import MASK, Redactor
+from orchestrator.redaction import MASK, REDACTOR, Redactor, expanded_secrets
 from orchestrator.upstream.sandbox import start_sandbox
 from tests.admin_world import admin_server, http_client, settled
 from tests.realtime_client import connect
@@ -203,6 +203,11 @@ async def test_no_secret_leaks_anywhere(
     assert "> Authorization: Bearer " + MASK in logs
     assert "< Authorization: Bearer " + MASK in logs  # the sandbox's side of it
     assert "tool_calls" in database and "vault-is-open" in database
+    # Every `${VAR}` value that went into a header, an environment or a key is masked from the
+    # start; the one that is only a working directory is not (it is no secret).
+    for name in ("SCAN_UPSTREAM_KEY", "SCAN_WEB_TOKEN", "SCAN_LAB_TOKEN", "CONFIGURED_KEY"):
+        assert values[name] in REDACTOR, name
+    assert str(REPO) not in REDACTOR
 
 
 def test_the_redactor_masks_headers_shapes_and_known_values() -> None:
@@ -269,3 +274,12 @@ def test_serve_never_prints_a_configured_token(tmp_path: Path) -> None:
     assert "admin token: (set by ORCHESTRATOR_ADMIN_TOKEN, not shown)" in printed
     assert token not in printed and key not in printed
     assert not (tmp_path / "var" / "admin_token").exists()
+
+
+def test_only_values_in_secret_fields_count_as_secrets() -> None:
+    texts = ["cwd: ${HOME_DIR}\nheaders: {Authorization: 'Bearer ${TOKEN}'}\napi_key: ${KEY}"]
+    env = {"HOME_DIR": "/srv/agents/home", "TOKEN": "tok-123456789", "KEY": "key-123456789",
+           "OPENAI_API_KEY": "sk-default-0123456789"}
+    found = expanded_secrets(texts, env, ["Bearer tok-123456789", "key-123456789"])
+    assert set(found) == {"tok-123456789", "Bearer tok-123456789", "key-123456789",
+                          "sk-default-0123456789"}

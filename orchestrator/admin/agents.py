@@ -170,10 +170,12 @@ async def reload_agents(services: ServicesDep) -> ReloadRead:
     """Read the agents directory again. Live sessions keep the definition they started with;
     an agent whose file is now invalid keeps its previous version (see `problems`)."""
     before = {name: a.sha256 for name, a in services.registry.agents.items()}
-    # New `${VAR}` references are masked in the logs before anything can log their values.
-    redaction.REDACTOR.add(redaction.agent_file_secrets(services.settings.agents_dir, os.environ))
     problems = [str(p) for p in services.registry.reload()]
     registry = services.registry
+    # New `${VAR}` values are masked in the logs from now on.
+    redaction.register_agent_secrets(
+        registry.agents_dir, registry.servers.values(),
+        [a.spec.api_key for a in registry.agents.values()], os.environ)
     for name, loaded in registry.agents.items():
         version = await ensure_agent_version(
             services.sessionmaker, name, loaded.sha256, loaded.definition)

@@ -93,11 +93,13 @@ def literal_secrets(body: McpServerCreate) -> list[str]:
 def expand(name: str, definition: dict[str, Any]) -> McpServerSpec:
     """The stored definition with its `${VAR}` references expanded from the environment."""
     text = json.dumps(definition)
-    redaction.REDACTOR.add(redaction.referenced_values([text], os.environ))
     document = parse_document(text.encode(), f"<mcp server {name}>", dict(os.environ))
     if document.problems:
         raise ValueError("; ".join(str(p) for _, p in document.problems))
-    return McpServerSpec.model_validate(document.data)
+    spec = McpServerSpec.model_validate(document.data)
+    fields = [*(v.get_secret_value() for v in spec.headers.values()), *spec.env.values()]
+    redaction.REDACTOR.add(redaction.expanded_secrets([text], os.environ, fields))
+    return spec
 
 
 async def _runtime_names(session: AsyncSession) -> set[str]:
