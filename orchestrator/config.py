@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list[SecretStr])
     # Auth throttle (ratelimit.py): a remote address that presents this many wrong credentials
-    # within the window gets 429 until the oldest of them ages out (None: off); at most
+    # within the window gets 429 until the oldest of them ages out (0 or None: off); at most
     # `auth_throttle_max_addresses` addresses are remembered.
     auth_max_failures: int | None = 10
     auth_failure_window_s: float = 60.0

@@ -10,9 +10,9 @@ and the realtime endpoint (there before the WebSocket upgrade, as admission refu
 - Memory is bounded: each address keeps at most `max_failures` timestamps, and at most
   `max_addresses` addresses are tracked; past that the one whose last failure is oldest is
   forgotten first.
-- The address is the peer of the TCP connection (`request.client.host`). Behind a proxy every
-  client shares the proxy's address: run uvicorn with `--proxy-headers` and
-  `--forwarded-allow-ips` so that the peer is the real client (docs/security.md).
+- The address is the client as uvicorn reports it (`request.client.host`): the TCP peer, or
+  the `X-Forwarded-For` client when the peer is one of uvicorn's `forwarded_allow_ips`
+  (loopback by default); see docs/security.md.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ from fastapi.responses import JSONResponse
 
 
 class AuthThrottle:
-    """Failures per remote address over a sliding window; `max_failures=None` turns it off."""
+    """Failures per remote address over a sliding window; `max_failures` None or 0 turns it
+    off."""
 
     def __init__(self, *, max_failures: int | None = 10, window_s: float = 60.0,
                  max_addresses: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_failures = max_failures
+        self.max_failures = max_failures if max_failures is not None and max_failures > 0 \
+            else None
         self.window_s = window_s
         self.max_addresses = max_addresses
         self.clock = clock

@@ -171,6 +171,14 @@ async def test_repeated_failures_are_throttled_per_address(
         # Another address is untouched.
         async with _from(server, OTHER_REMOTE, server.token) as other:
             assert (await other.get("/admin/agents")).status_code == 200
+            # uvicorn trusts X-Forwarded-For only from its forwarded_allow_ips (loopback by
+            # default): from 127.0.0.2 the header changes nothing ...
+            forwarded = {"X-Forwarded-For": "127.0.0.1"}
+            assert (await other.get("/admin/agents", headers=forwarded)).status_code == 200
+        # ... while a proxy on 127.0.0.1 passes its client through, a client of its own.
+        async with _from(server, "127.0.0.1", server.token) as proxy:
+            forwarded = {"X-Forwarded-For": "203.0.113.7"}
+            assert (await proxy.get("/admin/agents", headers=forwarded)).status_code == 200
         assert await _upgrade_from(server, OTHER_REMOTE, API_KEY) is None
         # Wrong keys at the realtime endpoint count as well.
         for _ in range(3):
@@ -193,7 +201,7 @@ def test_the_throttle_window_slides_and_the_table_is_bounded() -> None:
     for address in ("b", "c", "d"):
         throttle.failed(address)
     assert len(throttle) == 3 and throttle.retry_after("a") is None  # "a" failed longest ago
-    off = AuthThrottle(max_failures=None)
-    for _ in range(100):
-        off.failed("a")
-    assert off.retry_after("a") is None and len(off) == 0
+    for off in (AuthThrottle(max_failures=None), AuthThrottle(max_failures=0)):
+        for _ in range(100):
+            off.failed("a")
+        assert off.retry_after("a") is None and len(off) == 0
