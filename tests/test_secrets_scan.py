@@ -10,7 +10,6 @@ prints each handshake header there), then looks for each secret everywhere.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from orchestrator.redaction import MASK, REDACTOR, Redactor, expanded_secrets
 from orchestrator.upstream.sandbox import start_sandbox
 from tests.admin_world import admin_server, http_client, settled
+from tests.mcp_servers.toolbox_http import toolbox_over_http
 from tests.realtime_client import connect
 from tests.server import REPO, RunningServer
 
@@ -83,15 +83,8 @@ instructions: You guard the vault.
 @pytest.fixture
 async def web_url() -> AsyncIterator[str]:
     """The toolbox over streamable HTTP in its own process."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.mcp_servers.toolbox_http", cwd=REPO,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)
-    assert line.startswith(b"LISTENING "), line
-    yield f"http://127.0.0.1:{int(line.split()[1])}/mcp"
-    proc.kill()
-    await proc.wait()
+    async with toolbox_over_http(TIMEOUT) as url:
+        yield url
 
 
 def _secret(kind: str) -> str:
