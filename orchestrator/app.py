@@ -4,7 +4,9 @@ registry, the MCP pool, the database and the recorder."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import secrets
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
@@ -15,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from orchestrator import redaction
 from orchestrator.admin.client_secrets import router as client_secrets_router
 from orchestrator.admin.mcp_servers import restore_attached
 from orchestrator.admin.routes import router as admin_router
@@ -23,6 +26,7 @@ from orchestrator.agents.registry import Registry
 from orchestrator.config import Settings
 from orchestrator.metrics import MeteredRecorder, Metrics, RelayCounter
 from orchestrator.metrics import router as metrics_router
+from orchestrator.ratelimit import AuthThrottle
 from orchestrator.realtime.admission import Admission, Stoppable, drain
 from orchestrator.realtime.gateway import router as realtime_router
 from orchestrator.services import Services
@@ -49,11 +53,32 @@ def admin_token(settings: Settings) -> str:
     return token
 
 
+def register_secrets(registry: Registry) -> None:
+    """Mask in the logs what the agent files expanded into headers, environments and keys."""
+    redaction.register_agent_secrets(
+        registry.agents_dir, registry.servers.values(),
+        [a.spec.api_key for a in registry.agents.values()], os.environ)
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """The secrets in the settings: the admin token, the API keys, a database password."""
+    from sqlalchemy.engine import make_url
+
+    values = [k.get_secret_value() for k in settings.api_keys]
+    if settings.admin_token is not None:
+        values.append(settings.admin_token.get_secret_value())
+    with contextlib.suppress(Exception):  # a URL sqlalchemy cannot parse fails later, clearly
+        values.append(make_url(settings.database_url).password or "")
+    return values
+
+
 async def start_services(settings: Settings, metrics: Metrics | None = None) -> Services:
     """Build everything a process serves with; problems in agent files are logged, not fatal."""
+    redaction.install(settings_secrets(settings))
     registry = Registry(settings.agents_dir)
     for problem in registry.load():
         log.error("%s", problem)
+    register_secrets(registry)
     url = settings.resolved_database_url()
     await upgrade(url)
     engine = create_engine(url)
@@ -87,11 +112,16 @@ async def start_services(settings: Settings, metrics: Metrics | None = None) -> 
                           max_loop_lag_ms=settings.max_loop_lag_ms,
                           retry_after_s=settings.admission_retry_after_s)
     admission.start()
+    token = admin_token(settings)
+    redaction.install([token])
     return Services(
         settings=settings, registry=registry, pool=pool, engine=engine,
-        sessionmaker=sessionmaker, recorder=recorder, admin_token=admin_token(settings),
+        sessionmaker=sessionmaker, recorder=recorder, admin_token=token,
         api_keys=frozenset(k.get_secret_value() for k in settings.api_keys),
         admission=admission,
+        throttle=AuthThrottle(max_failures=settings.auth_max_failures,
+                              window_s=settings.auth_failure_window_s,
+                              max_addresses=settings.auth_throttle_max_addresses),
     )
 
 

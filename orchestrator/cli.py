@@ -34,22 +34,28 @@ def serve(
     from pydantic import SecretStr
     from rich.console import Console
 
-    from orchestrator.app import admin_token, create_app
+    from orchestrator import redaction
+    from orchestrator.app import admin_token, create_app, settings_secrets
     from orchestrator.config import Settings
     from orchestrator.serving import DrainingServer
 
     overrides = {k: v for k, v in {"host": host, "port": port, "agents_dir": agents,
                                    "database_url": database_url}.items() if v is not None}
     settings = Settings(**overrides)  # pyright: ignore[reportArgumentType]
+    configured = settings.admin_token is not None
     token = admin_token(settings)
     settings = settings.model_copy(update={"admin_token": SecretStr(token)})
+    # Before uvicorn logs anything: records from here on have their secrets masked.
+    redaction.install(settings_secrets(settings))
     base = f"{settings.host}:{settings.port}"
     console = Console(highlight=False)
     console.print(f"[bold]orchestrator[/] agents from [cyan]{settings.agents_dir}[/], "
                   f"database [cyan]{_safe_url(settings.database_url)}[/]")
     console.print(f"  realtime  ws://{base}/v1/realtime?model=<agent>")
     console.print(f"  admin API http://{base}/admin   (docs: http://{base}/docs)")
-    console.print(f"  admin token: [yellow]{token}[/]")
+    # A configured token is the operator's secret: it is never printed, a generated one is.
+    shown = "(set by ORCHESTRATOR_ADMIN_TOKEN, not shown)" if configured else token
+    console.print(f"  admin token: [yellow]{shown}[/]")
     application = create_app(settings)
     config = uvicorn.Config(
         application, host=settings.host, port=settings.port,

@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     admin_token: SecretStr | None = None
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list[SecretStr])
+    # Auth throttle (ratelimit.py): a remote address that presents this many wrong credentials
+    # within the window gets 429 until the oldest of them ages out (0 or None: off); at most
+    # `auth_throttle_max_addresses` addresses are remembered.
+    auth_max_failures: int | None = 10
+    auth_failure_window_s: float = 60.0
+    auth_throttle_max_addresses: int = 10_000
     # Recorder: rows are written in batches of at most this many, at least this often.
     recorder_batch_size: int = 500
     recorder_flush_interval_s: float = 0.2

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from orchestrator.agents.registry import Registry
 from orchestrator.config import Settings
+from orchestrator.ratelimit import AuthThrottle
 from orchestrator.realtime.admission import Admission
 from orchestrator.store.recorder import SqlRecorder
 from orchestrator.tools.mcp_pool import McpPool
@@ -63,3 +64,4 @@ class Services:
     api_keys: frozenset[str] = frozenset()
     admission: Admission = field(
         default_factory=lambda: Admission(max_sessions=None, max_loop_lag_ms=None))
+    throttle: AuthThrottle = field(default_factory=AuthThrottle)

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from orchestrator.admin.routes import router
 from orchestrator.cli import app as cli
+from orchestrator.ratelimit import AuthThrottle
 from tests.conftest import T0, WriteRecords, conversation_records
 
 TOKEN = "orch-admin-test-token"
@@ -45,7 +46,8 @@ async def client(
     app.include_router(router)
     # The routes read only these attributes of `orchestrator.services.Services`.
     app.state.services = SimpleNamespace(
-        sessionmaker=sessionmaker, admin_token=TOKEN, api_keys=frozenset[str]())
+        sessionmaker=sessionmaker, admin_token=TOKEN, api_keys=frozenset[str](),
+        throttle=AuthThrottle())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://admin.test") as client:
         yield client

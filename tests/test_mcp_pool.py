@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -19,6 +18,7 @@ import pytest_asyncio
 
 from orchestrator.agents.spec import McpServerSpec
 from orchestrator.tools.mcp_pool import McpPool
+from tests.mcp_servers.toolbox_http import toolbox_over_http
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -83,16 +83,8 @@ async def server_pid(pool: McpPool, server: str) -> int:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def http_url() -> AsyncIterator[str]:
     """The toolbox over streamable HTTP in its own process, on a free 127.0.0.1 port."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.mcp_servers.toolbox_http", cwd=REPO,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), WAIT)
-    assert line.startswith(b"LISTENING "), line
-    yield f"http://127.0.0.1:{int(line.split()[1])}/mcp"
-    proc.kill()
-    await proc.wait()
+    async with toolbox_over_http(WAIT) as url:
+        yield url
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

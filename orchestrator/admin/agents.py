@@ -4,12 +4,14 @@ hot reload from disk."""
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from orchestrator import redaction
 from orchestrator.admin.deps import ServicesDep, SessionDep
 from orchestrator.agents.loader import LoadedAgent, check_tools
 from orchestrator.agents.spec import ToolAttachment, handoff_tool_name
@@ -170,6 +172,10 @@ async def reload_agents(services: ServicesDep) -> ReloadRead:
     before = {name: a.sha256 for name, a in services.registry.agents.items()}
     problems = [str(p) for p in services.registry.reload()]
     registry = services.registry
+    # New `${VAR}` values are masked in the logs from now on.
+    redaction.register_agent_secrets(
+        registry.agents_dir, registry.servers.values(),
+        [a.spec.api_key for a in registry.agents.values()], os.environ)
     for name, loaded in registry.agents.items():
         version = await ensure_agent_version(
             services.sessionmaker, name, loaded.sha256, loaded.definition)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from orchestrator.admin.auth import admin_bearer, forbidden, unauthorized
 from orchestrator.keys import Credential, authenticate
+from orchestrator.ratelimit import remote_of
 from orchestrator.services import Services
 
 
@@ -40,14 +41,19 @@ async def credential_of(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
 ) -> Credential:
-    """The credential of the bearer token (401 if there is none or it is not valid)."""
+    """The credential of the bearer token (401 if there is none or it is not valid; 429 while
+    the caller's address is throttled for wrong ones)."""
     services = get_services(request)
+    address = remote_of(request.client)
+    services.throttle.check(address)
+    presented = credentials.credentials if credentials is not None else None
     credential = await authenticate(
-        credentials.credentials if credentials is not None else None,
-        admin_token=services.admin_token, api_keys=services.api_keys,
+        presented, admin_token=services.admin_token, api_keys=services.api_keys,
         sessionmaker=services.sessionmaker,
     )
     if credential is None:
+        if presented:
+            services.throttle.failed(address)
         raise unauthorized()
     return credential
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from orchestrator import redaction
 from orchestrator.admin.deps import ServicesDep, SessionDep
 from orchestrator.agents.document import DocumentError, parse_document
 from orchestrator.agents.spec import McpServerSpec
@@ -91,11 +92,14 @@ def literal_secrets(body: McpServerCreate) -> list[str]:
 
 def expand(name: str, definition: dict[str, Any]) -> McpServerSpec:
     """The stored definition with its `${VAR}` references expanded from the environment."""
-    document = parse_document(json.dumps(definition).encode(), f"<mcp server {name}>",
-                              dict(os.environ))
+    text = json.dumps(definition)
+    document = parse_document(text.encode(), f"<mcp server {name}>", dict(os.environ))
     if document.problems:
         raise ValueError("; ".join(str(p) for _, p in document.problems))
-    return McpServerSpec.model_validate(document.data)
+    spec = McpServerSpec.model_validate(document.data)
+    fields = [*(v.get_secret_value() for v in spec.headers.values()), *spec.env.values()]
+    redaction.REDACTOR.add(redaction.expanded_secrets([text], os.environ, fields))
+    return spec
 
 
 async def _runtime_names(session: AsyncSession) -> set[str]:

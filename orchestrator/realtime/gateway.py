@@ -12,6 +12,7 @@ from fastapi import APIRouter, WebSocket
 
 from orchestrator.errors import UpstreamError
 from orchestrator.keys import authenticate
+from orchestrator.ratelimit import remote_of
 from orchestrator.realtime import protocol
 from orchestrator.realtime.admission import close_session
 from orchestrator.realtime.calls import ToolEvents
@@ -88,11 +89,19 @@ async def realtime(websocket: WebSocket) -> None:
 
 
 async def _admitted(websocket: WebSocket, services: Services) -> None:
+    address = remote_of(websocket.client)
+    denial = services.throttle.denial(address)
+    if denial is not None:  # too many wrong keys from here: 429 before the upgrade
+        await websocket.send_denial_response(denial)
+        return
     offered = list(websocket.scope.get("subprotocols") or [])
+    presented = bearer_key(websocket.headers, offered)
     credential = await authenticate(
-        bearer_key(websocket.headers, offered), admin_token=services.admin_token,
+        presented, admin_token=services.admin_token,
         api_keys=services.api_keys, sessionmaker=services.sessionmaker)
     if credential is None:
+        if presented:
+            services.throttle.failed(address)
         await websocket.close(code=1008, reason="invalid or missing API key")
         return
     params = websocket.query_params

@@ -6,8 +6,12 @@ so a test waits for that line instead of polling the port.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 import uvicorn
@@ -16,6 +20,9 @@ try:
     from tests.mcp_servers.toolbox import build_server
 except ImportError:  # run by file path: the toolbox sits next to this file
     from toolbox import build_server  # type: ignore[no-redef]
+
+
+_REPO = Path(__file__).resolve().parents[2]
 
 
 async def serve(port: int) -> None:
@@ -32,6 +39,24 @@ async def serve(port: int) -> None:
     server = uvicorn.Server(config)
     print(f"LISTENING {sock.getsockname()[1]}", flush=True)
     await server.serve(sockets=[sock])
+
+
+@asynccontextmanager
+async def toolbox_over_http(timeout_s: float = 20.0) -> AsyncIterator[str]:
+    """Run this server in its own process for a test; yields its `/mcp` URL, kills it after."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.mcp_servers.toolbox_http",
+        cwd=_REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
+        assert line.startswith(b"LISTENING "), line
+        yield f"http://127.0.0.1:{int(line.split()[1])}/mcp"
+    finally:
+        proc.kill()
+        await proc.wait()
 
 
 def main() -> None:
