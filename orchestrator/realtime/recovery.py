@@ -75,11 +75,15 @@ def deep_merge(base: JsonObject, layer: JsonObject) -> JsonObject:
     return merged
 
 
-async def reconnect(session: RealtimeSession, policy: Reconnect, reason: str) -> bool:
+async def reconnect(session: RealtimeSession, policy: Reconnect, reason: str,
+                    unanswered: list[str]) -> bool:
     """Replace the session's lost upstream (see module docstring); True once the session runs
-    on a new one, False when every attempt failed (the caller ends the conversation)."""
+    on a new one, False when every attempt failed (the caller ends the conversation).
+    `unanswered`: our `session.update` frames the lost upstream never acknowledged, sent
+    again first so each still gets its `session.updated`."""
     started = time.monotonic()
     held = HeldUpstream()
+    held.frames.extend(unanswered)
     lost, session.upstream = session.upstream, held
     session.spawn(lost.aclose())  # a silent peer may hold its close handshake a while
     for attempt in range(1, policy.attempts + 1):
@@ -139,6 +143,9 @@ async def _hand_over(session: RealtimeSession, held: HeldUpstream, upstream: Ups
         log.warning("the new model connection closed at once: %s", exc.reason)
         await upstream.aclose()
         return False
+    except asyncio.CancelledError:  # the session is ending: the new connection is not its yet
+        await upstream.aclose()
+        raise
     await session.replace_upstream(upstream)  # closes the stand-in: a waiting reader moves on
     return True
 

@@ -191,10 +191,12 @@ class RealtimeSession:
         if policy is None:
             return False
         self.tools.upstream_lost()
+        unanswered = [protocol.dumps({"type": "session.update", "event_id": p.event_id,
+                                      "session": p.session}) for p in self._pending_updates]
         if self._response_open and self.tools.active_response:
             done = lost_response(self.tools.active_response, lost.reason)
             await self._on_upstream_event(done, protocol.dumps(done))
-        return await reconnect(self, policy, lost.reason)
+        return await reconnect(self, policy, lost.reason, unanswered)
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         """Run a task owned by this session's task group."""
