@@ -246,8 +246,10 @@ async def test_without_reconnect_or_a_model_server_the_conversation_ends_cleanly
                 assert await client.turn("hello") == "Desk here."
                 await client.say("slow please")
                 await client.until(lambda e: e["type"] == "response.mcp_call.in_progress")
+                killed = time.monotonic()
                 os.kill(only.proc.pid, signal.SIGKILL)
                 events = await client.until(lambda e: e["type"] == "error")
+                print(f"{agent}: error event {time.monotonic() - killed:.2f} s after the kill")
                 with pytest.raises(ConnectionClosed) as closed:
                     await asyncio.wait_for(client.conn.recv_bytes(), WAIT)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
