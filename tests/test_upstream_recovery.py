@@ -12,12 +12,11 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import websockets
 from openai import AsyncOpenAI
@@ -25,8 +24,11 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests.faults import REPO, sandbox_process
+from tests.conftest import sqlite_url
+from tests.faults import REPO, sandbox_process, wait_until
 from tests.server import RunningServer, serve
+from tests.test_fault_upstream import conversation
+from tests.test_handoffs_cross import brief
 from tests.wire import validate_server_event
 
 AGENTS = REPO / "tests" / "fixtures" / "faults"
@@ -69,13 +71,14 @@ class SdkClient:
 
 def final_done(event: Event) -> bool:
     """A `response.done` that carries no server-run call (the turn's last)."""
-    output = event.get("response", {}).get("output") or []
+    response: Event = event.get("response") or {}
+    output: list[Event] = response.get("output") or []
     return event["type"] == "response.done" and not any(
         item.get("type") == "mcp_call" for item in output)
 
 
 @asynccontextmanager
-async def sdk_client(server: RunningServer, agent: str) -> AsyncIterator[SdkClient]:
+async def sdk_client(server: RunningServer, agent: str) -> AsyncGenerator[SdkClient]:
     """An SDK connection to `agent`, past `session.created`, switched to text output."""
     openai = AsyncOpenAI(base_url=f"{server.http}/v1", api_key=server.token)
     async with openai.realtime.connect(model=agent) as conn:
@@ -90,12 +93,14 @@ class ModelLink:
     """The model server's address as the agent knows it: a relay to whichever sandbox process
     `target_port` names, keeping what the orchestrator sent on each connection. Once `stall` is
     set, a connection forwards the next `response.created` and nothing after it (a model gone
-    silent mid-response). A model server that dies takes its link down with no close frame,
-    as a dead host would."""
+    silent mid-response); once `mute` names a connection (by number), nothing more from the
+    model reaches the orchestrator on it. A model server that dies takes its link down with no
+    close frame, as a dead host would."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.stall = False
+        self.mute: int | None = None
         self.received: list[list[Event]] = []  # per connection, what the orchestrator sent
         self.port = 0
 
@@ -103,6 +108,7 @@ class ModelLink:
         """Relay one connection."""
         assert ws.request is not None
         sent: list[Event] = []
+        number = len(self.received)
         self.received.append(sent)
         async with websockets.connect(f"ws://127.0.0.1:{self.target_port}{ws.request.path}",
                                       compression=None, max_size=None) as model:
@@ -119,7 +125,7 @@ class ModelLink:
                 silent = False
                 try:
                     async for message in model:
-                        if not silent:
+                        if not silent and self.mute != number:
                             await ws.send(message)
                         silent = silent or (self.stall and '"response.created"' in str(message))
                 except ConnectionClosed:
@@ -132,7 +138,7 @@ class ModelLink:
                 tg.create_task(down())
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[ModelLink]:
+    async def running(self) -> AsyncGenerator[ModelLink]:
         """Listen on 127.0.0.1 (`port`) until the block ends."""
         server = await websockets.serve(self.handler, "127.0.0.1", 0, compression=None)
         self.port = next(iter(server.sockets)).getsockname()[1]
@@ -141,25 +147,6 @@ class ModelLink:
         finally:
             server.close()
             await server.wait_closed()
-
-
-async def settled_record(server: RunningServer) -> dict[str, Any]:
-    """The one recorded conversation with its timeline, once every row is written."""
-    await asyncio.wait_for(server.services.live_sessions.wait_empty(), WAIT)
-    await asyncio.wait_for(server.services.recorder.flush(), WAIT)
-    headers = {"Authorization": f"Bearer {server.token}"}
-    async with httpx.AsyncClient(base_url=server.http, headers=headers, timeout=WAIT) as http:
-        [listed] = (await http.get("/admin/conversations")).json()["data"]
-        return (await http.get(f"/admin/conversations/{listed['id']}")).json()
-
-
-def brief(item: Event) -> tuple[str, ...]:
-    """An item as (type, role or name, text or arguments or output)."""
-    if item["type"] == "message":
-        return ("message", item["role"], item["content"][0]["text"])
-    if item["type"] == "function_call":
-        return ("function_call", item["name"], item["arguments"])
-    return ("function_call_output", item["output"])
 
 
 BEFORE = [
@@ -204,7 +191,7 @@ async def test_a_lost_model_session_is_reestablished_with_the_history(
                 [lost] = [e for e in events if e["type"] == "response.done"]
                 assert lost["response"]["status"] == "failed"
                 assert await client.turn("echo please") == "Echo: echoed"
-            record = await settled_record(server)
+            record = await conversation(server)
     assert len(link.received) == 2
     configured = link.received[1][0]
     assert configured["type"] == "session.update"
@@ -254,7 +241,7 @@ async def test_without_reconnect_or_a_model_server_the_conversation_ends_cleanly
                     await asyncio.wait_for(client.conn.recv_bytes(), WAIT)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
             assert events[-1]["error"]["code"] == "upstream_closed"
-            record = await settled_record(server)
+            record = await conversation(server)
     assert (record["status"], record["end_reason"]) == ("failed", "upstream_closed")
     timeline = record["timeline"]
     notes = [e for e in timeline if e["kind"] == "item" and e["type"] == "upstream_reconnect"]
@@ -266,3 +253,31 @@ async def test_without_reconnect_or_a_model_server_the_conversation_ends_cleanly
         assert "after 3 attempt(s)" in note["text"]
     said = [e["text"] for e in timeline if e.get("role") == "assistant"]
     assert said == ["Desk here."]
+
+
+async def test_a_session_update_the_lost_model_never_answered_is_answered_by_the_new_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_TEST_REPO", str(REPO))
+    async with sandbox_process(tmp_path / "first") as first, \
+            sandbox_process(tmp_path / "second") as second, \
+            ModelLink(first.port).running() as link:
+        monkeypatch.setenv("SANDBOX_URL", f"ws://127.0.0.1:{link.port}/v1")
+        async with serve(sqlite_url(tmp_path / "orchestrator.db"), tmp_path,
+                         agents_dir=AGENTS) as server:
+            async with sdk_client(server, "steady") as client:
+                assert await client.turn("hello") == "Desk here."
+                link.mute = 0
+                await client.conn.session.update(session={"type": "realtime", "tools": [{
+                    "type": "function", "name": "lookup", "description": "Look up.",
+                    "parameters": {"type": "object", "properties": {}}}]}, event_id="evt_tools")
+                await wait_until(lambda: any(
+                    e.get("event_id") == "evt_tools" for e in link.received[0]))
+                link.target_port = second.port
+                os.kill(first.proc.pid, signal.SIGKILL)
+                events = await client.until(lambda e: e["type"] == "session.updated")
+                assert [e["error"]["code"] for e in events if e["type"] == "error"] == [
+                    "upstream_reconnected"]
+                assert [t["name"] for t in events[-1]["session"]["tools"]] == ["lookup"]
+                assert await client.turn("echo please") == "Echo: echoed"
+    resent = [e for e in link.received[1] if e.get("event_id") == "evt_tools"]
+    assert [t["name"] for t in resent[0]["session"]["tools"]][-1:] == ["lookup"]
