@@ -135,6 +135,9 @@ async def _open_seeded(session: RealtimeSession) -> Upstream:
 async def _hand_over(session: RealtimeSession, held: HeldUpstream, upstream: Upstream) -> bool:
     """Send the held frames on, in order, then make `upstream` the session's; False if the new
     upstream closed meanwhile (the attempt failed)."""
+    if session.upstream is not held:  # a handoff to another model replaced it meanwhile
+        await upstream.aclose()
+        return True
     try:
         while held.frames:  # frames the client sends meanwhile join the queue
             await upstream.send(held.frames[0])
