@@ -101,7 +101,7 @@ async def reconnect(session: RealtimeSession, policy: Reconnect, reason: str,
                 f"after: {reason}", "completed", session.agent.spec.name)
             await session.outbox.put(protocol.error_event(
                 "The model connection was lost and has been re-established with the "
-                "conversation so far; the response in progress was lost.",
+                "conversation so far; a response that was in progress is lost.",
                 code=NOTICE_CODE, error_type="server_error"), ordered=False)
             await session.tools.upstream_restored()
             return True
