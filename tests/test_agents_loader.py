@@ -221,6 +221,10 @@ YAML_CASES = [
      "1:1: `script` is only used with `model: scripted`"),
     ("name: t\nmodel: scripted\nscript:\n  - when: x\n",
      "4:5: field 'script[0]': a rule needs at least one of `call`, `say` or `handoff`"),
+    ("name: t\nmodel: openai/x\nreconnect:\n  attempts: 0\n",
+     "4:13: field 'reconnect.attempts': Input should be greater than or equal to 1"),
+    ("name: t\nmodel: openai/x\nreconnect: {backoff_s: 1, tries: 2}\n",
+     "3:27: unknown field 'reconnect.tries'"),
 ]
 
 

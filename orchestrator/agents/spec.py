@@ -128,6 +128,15 @@ class ClientPolicy(_Strict):
     remove_tools: bool = Field(default=False, description="Client may drop the agent's tools")
 
 
+class Reconnect(_Strict):
+    """Re-establishing a lost upstream: a new model session seeded with the conversation."""
+
+    attempts: int = Field(default=2, ge=1, le=10, description="Connection attempts per loss")
+    backoff_s: float = Field(
+        default=0.5, ge=0, le=60,
+        description="Wait before the first attempt; doubled before each further one")
+
+
 class AgentSpec(_Strict):
     """One agent, as written in `agents/<name>.yaml`."""
 
@@ -145,6 +154,8 @@ class AgentSpec(_Strict):
     script: list[ScriptRule] | None = None
     tool_events: Literal["mcp", "none"] = "mcp"
     client_policy: ClientPolicy = Field(default_factory=ClientPolicy)
+    reconnect: Reconnect | None = Field(
+        default=None, description="Re-establish a lost upstream (default: the session ends)")
 
     @field_validator("model")
     @classmethod

@@ -25,7 +25,7 @@ from orchestrator.tools.convert import error_result
 from orchestrator.tools.router import HandoffBinding, build_toolset
 from orchestrator.tools.types import ToolResult
 from orchestrator.upstream.base import Upstream
-from orchestrator.upstream.factory import open_upstream
+from orchestrator.upstream.factory import open_configured
 
 if TYPE_CHECKING:
     from orchestrator.realtime.turns import TurnTools
@@ -53,9 +53,8 @@ class Handoffs:
             return error_result(f"agent {binding.agent!r} is not available", "invalid")
         if not same_upstream(self.tools.agent.spec, target.spec):
             try:
-                self.opened[call.call_id] = await open_upstream(
-                    target.spec,
-                    connect_timeout_s=session.deps.settings.upstream_connect_timeout_s)
+                self.opened[call.call_id] = await open_configured(
+                    target.spec, session.deps.settings)
             except UpstreamError as exc:
                 log.warning("handoff to %r failed: %s", target.spec.name, exc)
                 return _unreachable(target.spec.name)
@@ -110,7 +109,7 @@ class Handoffs:
         upstream = self.opened.pop(call.call_id, None)
         try:
             if upstream is None:
-                upstream = await open_upstream(target.spec, connect_timeout_s=timeout_s)
+                upstream = await open_configured(target.spec, session.deps.settings)
             shown = await seed(upstream, configured, tools.history.items(), timeout_s=timeout_s)
         except UpstreamError as exc:
             log.warning("handoff to %r failed: %s", target.spec.name, exc)

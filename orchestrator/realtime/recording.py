@@ -124,6 +124,10 @@ class SessionRecording:
         self._item("input_audio_transcription", "user", event.get("item_id"),
                    _str(event.get("transcript")), "completed", None, None, agent)
 
+    def upstream_reconnect(self, text: str, status: str, agent: str) -> None:
+        """The upstream was lost and re-established (`completed`) or not (`failed`)."""
+        self._item("upstream_reconnect", None, None, text, status, None, None, agent)
+
     def _item(self, kind: str, role: str | None, item_id: object, text: str | None,
               status: str | None, call_id: str | None, name: str | None, agent: str) -> None:
         self.seq += 1

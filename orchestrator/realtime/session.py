@@ -27,6 +27,7 @@ from orchestrator.realtime.outbox import Outbox
 from orchestrator.realtime.policy import agent_session, client_view, merge_client_update
 from orchestrator.realtime.protocol import JsonObject
 from orchestrator.realtime.recording import SessionRecording
+from orchestrator.realtime.recovery import deep_merge, lost_response, reconnect
 from orchestrator.realtime.turns import TurnTools
 from orchestrator.store.records import Recorder
 from orchestrator.tools.mcp_pool import McpPool
@@ -110,6 +111,8 @@ class RealtimeSession:
         self._end_request: tuple[str, str, str] | None = None
         self._response_open = False  # between response.created and response.done
         self._last_upstream_at = 0.0  # time.monotonic() of the last upstream frame
+        # What the client's accepted session.updates set besides tools (for a reconnection).
+        self.client_settings: JsonObject = {}
         self.end_status = "completed"
         self.end_reason = "client_closed"
 
@@ -170,17 +173,30 @@ class RealtimeSession:
         while True:
             await asyncio.sleep(min(limit_s / 4, 1.0))
             if self._response_open and time.monotonic() - self._last_upstream_at > limit_s:
+                silent = UpstreamClosed(f"nothing from the model for {limit_s:g} s mid-response",
+                                        clean=False)
+                if await self.recover_upstream(silent):
+                    continue
                 await self._tell_client(
                     f"The model stopped answering mid-response (nothing for {limit_s:g} s).",
                     "upstream_timeout")
                 raise SessionEnd("failed", "upstream_timeout")
 
     async def recover_upstream(self, lost: UpstreamClosed) -> bool:
-        """The hook for re-establishing a lost upstream (a new connection seeded with the
-        conversation so far, where the agent allows it): True once `self.upstream` is a live
-        replacement, so the pump carries on. Not built yet: the conversation ends."""
-        del lost
-        return False
+        """Re-establish a lost upstream where the agent's `reconnect:` allows it (a new
+        connection seeded with the conversation so far, `recovery.py`): True once
+        `self.upstream` is a live replacement, so the pump carries on. The response in flight
+        is closed as failed for the client and the record first."""
+        policy = self.agent.spec.reconnect
+        if policy is None:
+            return False
+        self.tools.upstream_lost()
+        unanswered = [protocol.dumps({"type": "session.update", "event_id": p.event_id,
+                                      "session": p.session}) for p in self._pending_updates]
+        if self._response_open and self.tools.active_response:
+            done = lost_response(self.tools.active_response, lost.reason)
+            await self._on_upstream_event(done, protocol.dumps(done))
+        return await reconnect(self, policy, lost.reason, unanswered)
 
     def spawn(self, coro: Any) -> asyncio.Task[None]:
         """Run a task owned by this session's task group."""
@@ -432,6 +448,9 @@ class RealtimeSession:
             pending = self._pending_updates.popleft()
             if pending.client_tools is not None:
                 self.tools.client_tools = pending.client_tools
+            if pending.owner == "client":
+                settings = {k: v for k, v in pending.session.items() if k != "tools"}
+                self.client_settings = deep_merge(self.client_settings, settings)
         session = event.get("session")
         shown = client_view(session if isinstance(session, dict) else {},  # type: ignore[arg-type]
                             self.tools.server_tool_names)

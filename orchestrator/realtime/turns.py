@@ -292,6 +292,18 @@ class TurnTools:
         log.warning("the model refused the continuation response (%s); the turn ends here", code)
         await self._release_creates()
 
+    def upstream_lost(self) -> None:
+        """The upstream session is gone: a `response.create` of ours it never answered is due
+        again on the next one (a filler line is dropped)."""
+        if self.create_in_flight is not None and not self.filler_in_flight:
+            self.continuation_due = True
+        self.create_in_flight = None
+        self.filler_in_flight = False
+
+    async def upstream_restored(self) -> None:
+        """A new upstream session carries the conversation: send what waited for one."""
+        await self._after_response()
+
     async def client_item(self, event: JsonObject, event_id: str | None) -> bool:
         """A client's `conversation.item.create`: True if it was an approval answer (kept
         here), ProtocolError if it may not go upstream, else False."""

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 
 from orchestrator.agents.spec import AgentSpec
+from orchestrator.config import Settings
 from orchestrator.errors import UpstreamError
 from orchestrator.upstream.base import Upstream
 from orchestrator.upstream.openai import OpenAIUpstream, realtime_url
@@ -32,3 +33,11 @@ async def open_upstream(
                                             ping_interval_s=ping_interval_s,
                                             ping_timeout_s=ping_timeout_s)
     raise UpstreamError(f"agent {agent.name!r}: unknown provider {agent.provider!r}")
+
+
+async def open_configured(agent: AgentSpec, settings: Settings) -> Upstream:
+    """`open_upstream` with the service's connect timeout and keepalive settings."""
+    return await open_upstream(
+        agent, connect_timeout_s=settings.upstream_connect_timeout_s,
+        ping_interval_s=settings.upstream_ping_interval_s,
+        ping_timeout_s=settings.upstream_ping_timeout_s)
