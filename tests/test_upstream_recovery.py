@@ -25,9 +25,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import sqlite_url
+from tests.events import timeline as conversation
 from tests.faults import REPO, sandbox_process, wait_until
 from tests.server import RunningServer, serve
-from tests.test_fault_upstream import conversation
 from tests.test_handoffs_cross import brief
 from tests.wire import validate_server_event
 
