@@ -6,7 +6,8 @@ finished, the outputs are sent, then exactly one `response.create`, and never wh
 response is active. A handoff's `session.update` goes before the outputs so the next response
 already speaks as the new agent. A client's `response.create` waits while server calls of the
 turn are unresolved; a client's `response.cancel` of a response whose calls still run cancels
-those calls and the continuation.
+those calls and the continuation. Whether a call runs at all is the tool policy's answer
+(`tools/policy.py`); this module keeps the turn's books around it.
 """
 
 from __future__ import annotations
