@@ -1,6 +1,7 @@
 """One realtime connection: the relay between a client and its upstream model session.
 
-Frames are relayed untouched in both directions; the session parses only what it acts on:
+Upstream frames and plain client audio appends are relayed untouched; other client events are
+parsed and re-encoded (protocol.py). The session acts on:
 server-run tool calls (executed here, shown as `mcp_call` items), session updates (merged
 under the agent's policy), response bookkeeping (one `response.create` in flight) and the
 audit record (handed to the recorder, never awaited).
