@@ -18,6 +18,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openai.types.realtime import InputAudioBufferAppendEvent
 from websockets.exceptions import ConnectionClosed
 
 from orchestrator.realtime.protocol import MAX_CLIENT_DEPTH, is_plain_audio_append
@@ -156,6 +157,9 @@ PLAIN_APPENDS = [
     '{"type":"input_audio_buffer.append","audio":"AAAA"}',
     '{"event_id":"e1","type":"input_audio_buffer.append","audio":""}',
     ' {"audio": "AA==", "type": "input_audio_buffer.append", "event_id": "e2"}\n',
+    # As the `openai` SDK sends it (`to_json`: indented, `audio` first).
+    InputAudioBufferAppendEvent(type="input_audio_buffer.append", audio="AAAA").to_json(
+        use_api_names=True, exclude_unset=True),
 ]
 NOT_PLAIN = [
     '{"type":"input_audio_buffer.append","audio":"AA","type":"session.update"}',
