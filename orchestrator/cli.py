@@ -30,14 +30,13 @@ def serve(
     database_url: str | None = typer.Option(None, help="[env ORCHESTRATOR_DATABASE_URL]"),
 ) -> None:
     """Serve the realtime endpoint and the admin API (applies migrations first)."""
-    import uvicorn
     from pydantic import SecretStr
     from rich.console import Console
 
     from orchestrator import redaction
     from orchestrator.app import admin_token, create_app, settings_secrets
     from orchestrator.config import Settings
-    from orchestrator.serving import DrainingServer
+    from orchestrator.serving import DrainingServer, uvicorn_config
 
     overrides = {k: v for k, v in {"host": host, "port": port, "agents_dir": agents,
                                    "database_url": database_url}.items() if v is not None}
@@ -57,11 +56,8 @@ def serve(
     shown = "(set by ORCHESTRATOR_ADMIN_TOKEN, not shown)" if configured else token
     console.print(f"  admin token: [yellow]{shown}[/]")
     application = create_app(settings)
-    config = uvicorn.Config(
-        application, host=settings.host, port=settings.port,
-        ws="websockets-sansio", loop=_loop(), ws_per_message_deflate=False,
-        ws_max_size=settings.max_client_frame_bytes * 2, log_level="info",
-    )
+    config = uvicorn_config(application, settings, host=settings.host, port=settings.port,
+                            loop=_loop(), log_level="info")
     DrainingServer(config, application).run()  # SIGTERM: sessions drain first
 
 

@@ -9,14 +9,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
 from orchestrator.app import create_app
 from orchestrator.config import Settings
 from orchestrator.services import Services
-from orchestrator.serving import DrainingServer
+from orchestrator.serving import DrainingServer, uvicorn_config
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token"
@@ -48,7 +47,8 @@ class RunningServer:
 @asynccontextmanager
 async def serve(database_url: str, tmp_path: Path, *, agents_dir: Path | None = None,
                 **overrides: object) -> AsyncIterator[RunningServer]:
-    """Serve the app as `orchestrator serve` does (websockets-sansio, no deflate)."""
+    """Serve the app as `orchestrator serve` does (`uvicorn_config`: the same transport and
+    frame limit)."""
     settings = Settings(
         agents_dir=agents_dir or REPO / "agents", database_url=database_url,
         var_dir=tmp_path / "var", admin_token=SecretStr(ADMIN_TOKEN),
@@ -62,8 +62,7 @@ async def serve(database_url: str, tmp_path: Path, *, agents_dir: Path | None = 
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
-    config = uvicorn.Config(app, ws="websockets-sansio", ws_per_message_deflate=False,
-                            lifespan="on", log_level="warning")
+    config = uvicorn_config(app, settings, lifespan="on", log_level="warning")
     server = DrainingServer(config, app)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

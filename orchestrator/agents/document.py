@@ -4,6 +4,11 @@ Parsing goes through ruamel.yaml's node tree (not its constructor) so that every
 its 1-based line and column, duplicate keys and aliases can be refused, and `${VAR}` references
 are expanded with the position of the string they occur in. Aliases are refused outright: agent
 files gain little from them, and refusing them rules out alias bombs ("billion laughs").
+
+Hostile files get a `path:line:column` problem, never a traceback or a hang: the file is at
+most `MAX_FILE_BYTES`, nested at most `MAX_DEPTH` levels, holds at most `MAX_NODES` values
+(counted while composing, so a flood stops early), and `${VAR}` expansion adds at most
+`MAX_EXPANDED_CHARS` characters to its values.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ Position = tuple[int, int]
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 64
+MAX_NODES = 10_000
+MAX_EXPANDED_CHARS = 1024 * 1024
 _TAG = "tag:yaml.org,2002:"
 _PLAIN_SCALARS = frozenset(_TAG + t for t in ("null", "bool", "int", "float"))
 # `$${` is a literal `${`; `${NAME}` and `${NAME:-default}` are references.
@@ -130,8 +137,15 @@ def _decode(raw: bytes, path: str) -> str:
     return text.removeprefix("\ufeff")
 
 
-class _NoAliasComposer(Composer):
-    """A composer that refuses `*alias` references (the only way to build an alias bomb)."""
+class _NodeLimitExceededError(MarkedYAMLError):
+    """More than `MAX_NODES` nodes in one file."""
+
+
+class _GuardedComposer(Composer):
+    """A composer that refuses `*alias` references (the only way to build an alias bomb) and
+    stops after `MAX_NODES` nodes."""
+
+    nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         # ruamel's own annotations are incomplete; treat its objects as Any here.
@@ -141,12 +155,17 @@ class _NoAliasComposer(Composer):
             raise ComposerError(
                 None, None, f"YAML aliases are not allowed (*{event.anchor})", event.start_mark,
             )
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _NodeLimitExceededError(
+                None, None, f"file has more than {MAX_NODES} YAML nodes",
+                parser.peek_event().start_mark)
         return cast(Any, super()).compose_node(parent, index)
 
 
 def _compose(text: str, path: str) -> Any:
     yaml = YAML(typ="safe", pure=True)
-    yaml.Composer = _NoAliasComposer
+    yaml.Composer = _GuardedComposer
     yaml.max_depth = MAX_DEPTH
     try:
         with warnings.catch_warnings():
@@ -161,6 +180,9 @@ def _compose(text: str, path: str) -> Any:
         _fail(path, _offset_position(text, int(cast(Any, exc).position)), _reader_message(exc))
     except YAMLError as exc:
         _fail(path, (1, 1), f"invalid YAML: {exc}")
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError, RecursionError) as exc:
+        # A parser bug on hostile input must still read as a problem of the file.
+        _fail(path, (1, 1), f"invalid YAML ({type(exc).__name__})")
     return node
 
 
@@ -173,7 +195,7 @@ def _mark_position(exc: MarkedYAMLError) -> Position:
 def _syntax_message(exc: MarkedYAMLError) -> str:
     error: Any = exc
     problem = str(error.problem or "invalid YAML")
-    if problem.startswith("YAML aliases"):
+    if problem.startswith("YAML aliases") or isinstance(exc, _NodeLimitExceededError):
         return problem
     context = f"{error.context}, " if error.context else ""
     return f"YAML syntax error: {context}{problem}"
@@ -239,6 +261,7 @@ class _Builder:
         self.secrets: set[str] = set()
         self.from_env: set[Loc] = set()
         self.problems: list[tuple[Loc, Problem]] = []
+        self._expanded = 0  # characters added by `${VAR}` expansion so far
         self._constructor: Any = cast(Any, YAML(typ="safe", pure=True)).constructor
 
     def build(self, node: Any, loc: Loc) -> Any:
@@ -306,6 +329,12 @@ class _Builder:
             return ""
         name, default = var.group(1), var.group(2)
         value = self.env.get(name)
+        self._expanded += len(value or default or "")
+        if self._expanded > MAX_EXPANDED_CHARS:
+            if not any(p.message.startswith("expanding environment") for _, p in self.problems):
+                self._problem(loc, _pos(node), "expanding environment variables makes this "
+                              f"file's values longer than {MAX_EXPANDED_CHARS} characters")
+            return ""
         if value:
             self.from_env.add(loc)
             if len(value) >= _MIN_SECRET_LEN:

@@ -3,6 +3,12 @@
 On the hot path frames are forwarded untouched: `sniff_type` finds an event's `type` without
 decoding the payload when the frame starts with it (the common case for every producer we
 know), and falls back to a full parse otherwise.
+
+Client frames are untrusted: only an `input_audio_buffer.append` that `is_plain_audio_append`
+proves unambiguous goes upstream undecoded; every other client event is parsed
+(`parse_client`: JSON object, nesting bounded) and re-encoded, so the upstream sees exactly
+the event the session's rules judged (a duplicate `"type"` key cannot smuggle one event past
+them as another).
 """
 
 from __future__ import annotations
@@ -23,6 +29,23 @@ _TYPE_PREFIX = re.compile(
     rb'^\s*\{\s*(?:"event_id"\s*:\s*"[^"\\]*"\s*,\s*)?"type"\s*:\s*"([a-z_.]+)"')
 _TYPE_SUFFIX = re.compile(
     rb'[,{]\s*"type"\s*:\s*"([a-z_.]+)"\s*(?:,\s*"event_id"\s*:\s*"[^"\\]*"\s*)?\}\s*$')
+# A client's `event_id` at the start of a frame too large to parse (for its `error` event).
+_EVENT_ID_PREFIX = re.compile(
+    r'^\s*\{\s*(?:"type"\s*:\s*"[a-z_.]*"\s*,\s*)?"event_id"\s*:\s*"([^"\\]{1,128})"')
+
+# Client events nested deeper than this (objects and arrays) are refused: no event of the
+# protocol comes near it, and a deep tree is only good for exhausting whoever walks it.
+MAX_CLIENT_DEPTH = 64
+# A plain `input_audio_buffer.append` (see `is_plain_audio_append`): the part before the
+# audio string's content, and the part from its closing quote to the end of the frame.
+_EVENT_ID_MEMBER = r'"event_id"\s*:\s*"[^"\\]*"\s*'
+_APPEND_TYPE_MEMBER = r'(?P<type>"type"\s*:\s*"input_audio_buffer\.append"\s*)'
+_APPEND_HEAD = re.compile(
+    rf'\s*\{{\s*(?:{_EVENT_ID_MEMBER},\s*)?(?:{_APPEND_TYPE_MEMBER},\s*)?'
+    rf'(?:{_EVENT_ID_MEMBER},\s*)?"audio"\s*:\s*"', re.ASCII)
+_APPEND_TAIL = re.compile(
+    rf'"\s*(?:,\s*{_EVENT_ID_MEMBER})?(?:,\s*{_APPEND_TYPE_MEMBER})?'
+    rf'(?:,\s*{_EVENT_ID_MEMBER})?\}}\s*', re.ASCII)
 
 CLIENT_EVENT_TYPES = frozenset({
     "session.update",
@@ -66,6 +89,75 @@ def sniff_type(frame: str | bytes) -> str | None:
         if match is not None and tail.rstrip().endswith(b"}}"):
             return None
     return match.group(1).decode() if match else None
+
+
+def is_plain_audio_append(frame: str) -> bool:
+    """True if `frame` is an `input_audio_buffer.append` any JSON reader takes for one.
+
+    The whole frame must be `{`, at most an `event_id` and exactly one `type` (with that
+    value) around one `audio` string holding no quote or backslash, then `}`: no other key can
+    hide in it, escaped or not. Two short regex matches and two memchr scans, whatever the
+    audio's size; anything else is parsed and re-encoded.
+    """
+    head = _APPEND_HEAD.match(frame)
+    if head is None:
+        return False
+    end = frame.find('"', head.end())
+    if end == -1 or frame.find("\\", head.end(), end) != -1:
+        return False
+    tail = _APPEND_TAIL.fullmatch(frame, end)
+    return tail is not None and (head.group("type") is None) != (tail.group("type") is None)
+
+
+def sniff_event_id(frame: str) -> str | None:
+    """The `event_id` at the start of a frame (not decoded; for frames refused unparsed)."""
+    match = _EVENT_ID_PREFIX.match(frame[:300])
+    return match.group(1) if match else None
+
+
+def utf8_size(frame: str | bytes) -> int:
+    """The frame's size in bytes as it travelled (UTF-8), without copying ASCII text."""
+    if isinstance(frame, bytes) or frame.isascii():
+        return len(frame)
+    return len(frame.encode("utf-8", "surrogatepass"))
+
+
+def parse_client(frame: str) -> JsonObject:
+    """Decode a client frame: a JSON object nested at most `MAX_CLIENT_DEPTH` levels."""
+    event = parse(frame)
+    # Only a frame with that many brackets can be that deep; most are skipped unwalked.
+    if frame.count("{") + frame.count("[") > MAX_CLIENT_DEPTH and _too_deep(event):
+        raise ProtocolError(
+            f"The event is nested deeper than {MAX_CLIENT_DEPTH} levels.", code="invalid_event",
+            event_id=client_event_id(event))
+    return event
+
+
+def _too_deep(event: JsonObject) -> bool:
+    stack: list[tuple[Any, int]] = [(event, 1)]
+    while stack:  # iterative: a deep tree must not exhaust the interpreter's stack
+        value, depth = stack.pop()
+        children: list[Any]
+        if isinstance(value, dict):
+            children = list(cast(JsonObject, value).values())
+        elif isinstance(value, list):
+            children = cast(list[Any], value)
+        else:
+            continue
+        if depth > MAX_CLIENT_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def encode_client(event: JsonObject) -> str:
+    """Re-encode a parsed client event for the upstream (what the session judged is what
+    the upstream gets)."""
+    try:
+        return dumps(event)
+    except orjson.JSONEncodeError as exc:
+        raise ProtocolError(f"The event cannot be re-encoded: {exc}", code="invalid_event",
+                            event_id=client_event_id(event)) from None
 
 
 def parse(frame: str | bytes) -> JsonObject:

@@ -1,6 +1,7 @@
 """One realtime connection: the relay between a client and its upstream model session.
 
-Frames are relayed untouched in both directions; the session parses only what it acts on:
+Upstream frames and plain client audio appends are relayed untouched; other client events are
+parsed and re-encoded (protocol.py). The session acts on:
 server-run tool calls (executed here, shown as `mcp_call` items), session updates (merged
 under the agent's policy), response bookkeeping (one `response.create` in flight) and the
 audit record (handed to the recorder, never awaited).
@@ -309,15 +310,15 @@ class RealtimeSession:
     async def _on_client_frame(self, raw: str | bytes) -> None:
         try:
             frame = self._check_frame(raw)
-            if protocol.sniff_type(frame) == "input_audio_buffer.append":
+            if protocol.is_plain_audio_append(frame):  # the hot path: never decoded
                 await self.send_upstream(frame)
                 return
-            event = protocol.parse(frame)
+            event = protocol.parse_client(frame)
             kind = protocol.event_type(event)
             if kind not in protocol.CLIENT_EVENT_TYPES:
                 raise ProtocolError(f"Unknown client event type {kind!r}.", code="invalid_event",
                                     event_id=protocol.client_event_id(event), param="type")
-            await self._on_client_event(kind, event, frame)
+            await self._on_client_event(kind, event, protocol.encode_client(event))
         except ProtocolError as exc:
             await self.outbox.put(protocol.error_from(exc))
         except (SessionEnd, asyncio.CancelledError):
@@ -329,11 +330,14 @@ class RealtimeSession:
                 error_type="server_error"))
 
     def _check_frame(self, raw: str | bytes) -> str:
-        if len(raw) > self.deps.settings.max_client_frame_bytes:
+        """The frame as text, if it is within the size limit (in bytes) and UTF-8."""
+        limit = self.deps.settings.max_client_frame_bytes
+        size = protocol.utf8_size(raw)
+        if size > limit:
+            head = raw[:300].decode("utf-8", "replace") if isinstance(raw, bytes) else raw
             raise ProtocolError(
-                f"Frame of {len(raw)} bytes exceeds the limit of "
-                f"{self.deps.settings.max_client_frame_bytes} bytes.", code="frame_too_large",
-            )
+                f"Frame of {size} bytes exceeds the limit of {limit} bytes.",
+                code="frame_too_large", event_id=protocol.sniff_event_id(head))
         if isinstance(raw, bytes):
             try:
                 return raw.decode()
