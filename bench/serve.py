@@ -7,6 +7,7 @@ uvicorn with `ws="websockets-sansio"`, uvloop and no permessage-deflate (design 
 bench agents, a fresh SQLite database under VAR_DIR, bearer token `bench-token`. With
 TIMINGS_JSON, every `McpPool.call` is timed and the durations (ns, in call order) are
 written there on exit (bench/tools.py subtracts them from the dispatch round trip).
+BENCH_CPROFILE=FILE arms cProfile on SIGUSR1/SIGUSR2 (bench/profiling.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import uvicorn
 from pydantic import SecretStr
 
+import profiling
 from orchestrator.app import create_app
 from orchestrator.config import Settings
 
@@ -73,6 +75,7 @@ def time_tool_calls(server: uvicorn.Server) -> list[int]:
 async def main(var_dir: Path) -> list[int]:
     server, task, port = await start(var_dir)
     durations = time_tool_calls(server)
+    profiling.install()
     print(f"PORT {port}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
