@@ -24,7 +24,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from run import BENCH, PY, REPO, Children, run_json
+from run import BENCH, REPO, Children, run_json
 
 
 def export(ref: str, into: Path) -> Path:

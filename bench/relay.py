@@ -15,11 +15,10 @@ import signal
 import sys
 from urllib.parse import urlsplit
 
+import profiling
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-
-import profiling
 
 
 async def pump(source, sink) -> None:  # type: ignore[no-untyped-def]

@@ -30,13 +30,12 @@ def serve(
     database_url: str | None = typer.Option(None, help="[env ORCHESTRATOR_DATABASE_URL]"),
 ) -> None:
     """Serve the realtime endpoint and the admin API (applies migrations first)."""
-    import uvicorn
     from pydantic import SecretStr
     from rich.console import Console
 
     from orchestrator.app import admin_token, create_app
     from orchestrator.config import Settings
-    from orchestrator.serving import DrainingServer
+    from orchestrator.serving import DrainingServer, server_config
 
     overrides = {k: v for k, v in {"host": host, "port": port, "agents_dir": agents,
                                    "database_url": database_url}.items() if v is not None}
@@ -51,20 +50,11 @@ def serve(
     console.print(f"  admin API http://{base}/admin   (docs: http://{base}/docs)")
     console.print(f"  admin token: [yellow]{token}[/]")
     application = create_app(settings)
-    config = uvicorn.Config(
+    config = server_config(
         application, host=settings.host, port=settings.port,
-        ws="websockets-sansio", loop=_loop(), ws_per_message_deflate=False,
         ws_max_size=settings.max_client_frame_bytes * 2, log_level="info",
     )
     DrainingServer(config, application).run()  # SIGTERM: sessions drain first
-
-
-def _loop() -> str:
-    try:
-        import uvloop  # noqa: F401  # pyright: ignore[reportUnusedImport]
-    except ImportError:
-        return "asyncio"
-    return "uvloop"
 
 
 def _safe_url(url: str) -> str:

@@ -9,14 +9,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
 from orchestrator.app import create_app
 from orchestrator.config import Settings
 from orchestrator.services import Services
-from orchestrator.serving import DrainingServer
+from orchestrator.serving import DrainingServer, server_config
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token"
@@ -62,8 +61,7 @@ async def serve(database_url: str, tmp_path: Path, *, agents_dir: Path | None = 
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
-    config = uvicorn.Config(app, ws="websockets-sansio", ws_per_message_deflate=False,
-                            lifespan="on", log_level="warning")
+    config = server_config(app, lifespan="on", log_level="warning")
     server = DrainingServer(config, app)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
