@@ -165,7 +165,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, Linux {m['kernel']}; "
         f"load average {', '.join(f'{x:.2f}' for x in m['load_before'])} before, "
         f"{', '.join(f'{x:.2f}' for x in m.get('load_after', ()))} after (shared machine); "
-        f"niceness {m.get('nice', 0)}.",
+        f"niceness {m.get('nice', 0)}. Sessions' output ticks "
+        f"{'in phase (--aligned)' if results.get('aligned') else 'spread over 100 ms'}.",
         "",
         "### Targets", "",
         "| target | measured | met | note |", "|---|---|---|---|",
