@@ -48,8 +48,8 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
 def server_config(app: FastAPI, **options: Any) -> uvicorn.Config:
     """uvicorn's configuration for this service; `options` add to or override it."""
     options.setdefault("loop", _loop())
-    return uvicorn.Config(app, ws=RealtimeWebSocketProtocol, ws_per_message_deflate=False,
-                          **options)
+    options.setdefault("ws", RealtimeWebSocketProtocol)
+    return uvicorn.Config(app, ws_per_message_deflate=False, **options)
 
 
 def _loop() -> str:
