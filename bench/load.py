@@ -1,9 +1,13 @@
 """Load generator: N concurrent realtime sessions, real-time audio both ways.
 
-    python bench/load.py URL N [--warmup S] [--window S] [--pid PID]   # one JSON line out
+    python bench/load.py URL N [--warmup S] [--window S] [--pid PID] [--aligned]   # JSON line
 
 Each session connects, waits for `session.created`, asks for a response (the upstream's long
-paced audio reply) and streams 20 ms input audio chunks at real-time pace. Every output audio
+paced audio reply) and streams 20 ms input audio chunks at real-time pace. Session i starts
+(asks for its response, starts its input) i/N of an output tick (100 ms) after the first, as
+independent callers would: with `--aligned` all start at once, every 100 ms tick of all N
+sessions' output lands as one burst, and each path's latency then measures how long it takes
+to relay N frames back to back rather than one frame. Every output audio
 delta carries its upstream send time in its `event_id` (bench/upstream.py); receive time minus
 it is that event's latency. Only events received inside the window count. With `--pid`, the
 CPU time that process spent inside the window and its RSS (before the sessions connect, once
@@ -25,6 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 CHUNK_MS = 20
+OUTPUT_TICK_S = 0.1  # the upstream sends a 100 ms audio delta every 100 ms per session
 SILENCE = base64.b64encode(bytes(24000 * 2 * CHUNK_MS // 1000)).decode()  # pcm16, 24 kHz
 APPEND = json.dumps({"type": "input_audio_buffer.append", "audio": SILENCE})
 STAMP = '{"type":"response.output_audio.delta","event_id":"bt'
@@ -92,6 +97,12 @@ async def stream_input(ws: ClientConnection, tally: Tally, stop: asyncio.Event) 
             tally.send_slip_ns.append(int(max(0.0, -delay) * 1e9))
 
 
+async def begin(ws: ClientConnection, tally: Tally, stop: asyncio.Event, delay_s: float) -> None:
+    await asyncio.sleep(delay_s)
+    await ws.send(json.dumps({"type": "response.create"}))
+    await stream_input(ws, tally, stop)
+
+
 async def receive(ws: ClientConnection, tally: Tally) -> None:
     try:
         async for frame in ws:
@@ -107,7 +118,8 @@ async def receive(ws: ClientConnection, tally: Tally) -> None:
             tally.failures.append(f"closed early: {exc}")
 
 
-async def drive(url: str, n: int, warmup_s: float, window_s: float, pid: int | None) -> dict:
+async def drive(url: str, n: int, warmup_s: float, window_s: float, pid: int | None,
+                aligned: bool = False) -> dict:
     tally = Tally()
     gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
     if pid:  # a first session loads whatever loads lazily, then the baseline
@@ -119,9 +131,9 @@ async def drive(url: str, n: int, warmup_s: float, window_s: float, pid: int | N
     rss_connected = rss_kb(pid) if pid else None  # live sessions, no audio flowing yet
     stop = asyncio.Event()
     tasks = []
-    for ws in sockets:
-        await ws.send(json.dumps({"type": "response.create"}))
-        tasks.append(asyncio.create_task(stream_input(ws, tally, stop)))
+    for i, ws in enumerate(sockets):
+        delay_s = 0.0 if aligned else i * OUTPUT_TICK_S / n
+        tasks.append(asyncio.create_task(begin(ws, tally, stop, delay_s)))
         tasks.append(asyncio.create_task(receive(ws, tally)))
     start = time.monotonic_ns() + int(warmup_s * 1e9)
     tally.window = (start, start + int(window_s * 1e9))
@@ -146,7 +158,7 @@ async def drive(url: str, n: int, warmup_s: float, window_s: float, pid: int | N
         if pid and rss_connected and rss_before else None,
         "send_slip_p99_ms": (sorted(tally.send_slip_ns)[int(len(tally.send_slip_ns) * .99)] / 1e6
                              if tally.send_slip_ns else None),
-        "failures": tally.failures[:5],
+        "failures": tally.failures[:5], "aligned": aligned,
     }
 
 
@@ -157,10 +169,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--window", type=float, default=8.0)
     parser.add_argument("--pid", type=int, default=0)
+    parser.add_argument("--aligned", action="store_true",
+                        help="start every session at once (output ticks in phase)")
     args = parser.parse_args()
     import uvloop
 
-    result = uvloop.run(drive(args.url, args.n, args.warmup, args.window, args.pid or None))
+    result = uvloop.run(drive(args.url, args.n, args.warmup, args.window, args.pid or None,
+                              args.aligned))
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 

@@ -4,7 +4,8 @@
 
 `ws://127.0.0.1:PORT/v1/realtime?model=X` is relayed to `UPSTREAM_URL/realtime?model=X`:
 no parsing, no deflate, one task per direction. Anything the orchestrator does beyond this is
-what the benchmark calls its cost.
+what the benchmark calls its cost. BENCH_CPROFILE=FILE arms cProfile on SIGUSR1/SIGUSR2
+(bench/profiling.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import sys
 from urllib.parse import urlsplit
 
+import profiling
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -40,6 +42,7 @@ def handler(base: str):  # type: ignore[no-untyped-def]
 
 async def main(base: str) -> None:
     async with serve(handler(base), "127.0.0.1", 0, compression=None, max_size=None) as server:
+        profiling.install()
         print(f"PORT {next(iter(server.sockets)).getsockname()[1]}", flush=True)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

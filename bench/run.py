@@ -84,7 +84,7 @@ def run_json(args: list[str], timeout_s: float) -> dict[str, Any]:
 
 
 def one_level(children: Children, upstream_port: int, path: str, n: int,
-              warmup: float, window: float) -> dict[str, Any]:
+              warmup: float, window: float, aligned: bool = False) -> dict[str, Any]:
     """One path at one level: a fresh relay process, one load generator run."""
     base = f"ws://127.0.0.1:{upstream_port}/v1"
     proc = None
@@ -99,7 +99,8 @@ def one_level(children: Children, upstream_port: int, path: str, n: int,
         url, pid = f"ws://127.0.0.1:{port}/v1/realtime?model=bench-audio-relay", proc.pid
     try:
         result = run_json(["bench/load.py", url, str(n), "--warmup", str(warmup),
-                           "--window", str(window), "--pid", str(pid)],
+                           "--window", str(window), "--pid", str(pid),
+                           *(["--aligned"] if aligned else [])],
                           timeout_s=120 + n * 0.5)
     finally:
         if proc is not None:
@@ -109,7 +110,7 @@ def one_level(children: Children, upstream_port: int, path: str, n: int,
 
 
 def latency_sweep(levels: list[int], warmup: float, window: float,
-                  errors: list[str]) -> list[dict[str, Any]]:
+                  errors: list[str], aligned: bool = False) -> list[dict[str, Any]]:
     """Every path at every level, until both relays have passed the capacity limit at two
     levels in a row (one noisy level on a shared machine does not end a path's sweep)."""
     children = Children()
@@ -125,7 +126,8 @@ def latency_sweep(levels: list[int], warmup: float, window: float,
                 if path in passed:
                     continue
                 try:
-                    result = one_level(children, upstream_port, path, n, warmup, window)
+                    result = one_level(children, upstream_port, path, n, warmup, window,
+                                       aligned)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     # A path that cannot hold a level is saturated there; the run goes on.
                     errors.append(f"N={n} {path}: {exc}"[:500])
@@ -179,6 +181,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--levels", help="comma-separated session counts")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/ untouched")
+    parser.add_argument("--aligned", action="store_true",
+                        help="sessions' output ticks in phase (bench/load.py --aligned)")
     args = parser.parse_args()
     quick = args.quick
     levels = [int(x) for x in args.levels.split(",")] if args.levels else (
@@ -189,7 +193,8 @@ def main() -> None:
                                "time": datetime.now(UTC).isoformat(timespec="seconds"),
                                "machine": machine()}
     results["errors"] = []
-    results["latency"] = latency_sweep(levels, warmup, window, results["errors"])
+    results["aligned"] = args.aligned
+    results["latency"] = latency_sweep(levels, warmup, window, results["errors"], args.aligned)
     print("tool dispatch ...", flush=True)
     results["tools"] = report.tools_summary(run_json(
         ["bench/tools.py", "--calls", "40" if quick else "300"], timeout_s=180))

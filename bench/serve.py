@@ -3,10 +3,12 @@
     BENCH_SANDBOX_URL=ws://127.0.0.1:P/v1 python bench/serve.py VAR_DIR [TIMINGS_JSON]
     # prints "PORT <n>"; stops on SIGTERM
 
-uvicorn with `ws="websockets-sansio"`, uvloop and no permessage-deflate (design §5), the
+uvicorn as `orchestrator serve` configures it (`serving.server_config`: the sans-I/O WebSocket
+protocol, uvloop, no permessage-deflate, design §5), the
 bench agents, a fresh SQLite database under VAR_DIR, bearer token `bench-token`. With
 TIMINGS_JSON, every `McpPool.call` is timed and the durations (ns, in call order) are
 written there on exit (bench/tools.py subtracts them from the dispatch round trip).
+BENCH_CPROFILE=FILE arms cProfile on SIGUSR1/SIGUSR2 (bench/profiling.py).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import profiling
 import uvicorn
 from pydantic import SecretStr
 
 from orchestrator.app import create_app
 from orchestrator.config import Settings
+from orchestrator.serving import server_config
 
 AGENTS = Path(__file__).resolve().parent / "agents"
 TOKEN = "bench-token"
@@ -45,9 +49,8 @@ async def start(var_dir: Path) -> tuple[uvicorn.Server, asyncio.Task[None], int]
                         var_dir=var_dir, admin_token=SecretStr(TOKEN))
     app = create_app(settings)
     sock = listener()
-    server = uvicorn.Server(uvicorn.Config(app, ws="websockets-sansio", loop="none",
-                                           ws_per_message_deflate=False, log_level="warning",
-                                           ws_max_size=32 * 1024 * 1024))
+    server = uvicorn.Server(server_config(app, loop="none", log_level="warning",
+                                          ws_max_size=32 * 1024 * 1024))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     await app.state.ready.wait()
     return server, task, sock.getsockname()[1]
@@ -73,6 +76,7 @@ def time_tool_calls(server: uvicorn.Server) -> list[int]:
 async def main(var_dir: Path) -> list[int]:
     server, task, port = await start(var_dir)
     durations = time_tool_calls(server)
+    profiling.install()
     print(f"PORT {port}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

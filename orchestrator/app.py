@@ -24,10 +24,11 @@ from orchestrator.admin.routes import router as admin_router
 from orchestrator.agents.loader import check_tools
 from orchestrator.agents.registry import Registry
 from orchestrator.config import Settings
-from orchestrator.metrics import MeteredRecorder, Metrics, RelayCounter
+from orchestrator.metrics import MeteredRecorder, Metrics
 from orchestrator.metrics import router as metrics_router
 from orchestrator.ratelimit import AuthThrottle
 from orchestrator.realtime.admission import Admission, Stoppable, drain
+from orchestrator.realtime.gateway import RealtimeIO
 from orchestrator.realtime.gateway import router as realtime_router
 from orchestrator.services import Services
 from orchestrator.store.db import create_engine, upgrade
@@ -168,7 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(client_secrets_router)
     app.include_router(metrics_router)
     app.state.metrics = Metrics()
-    app.add_middleware(RelayCounter, metrics=app.state.metrics)
+    app.add_middleware(RealtimeIO, tally=app.state.metrics.frames)
 
     @app.get("/healthz", include_in_schema=True)
     async def healthz() -> JSONResponse:  # pyright: ignore[reportUnusedFunction]

@@ -36,7 +36,7 @@ def serve(
     from orchestrator import redaction
     from orchestrator.app import admin_token, create_app, settings_secrets
     from orchestrator.config import Settings
-    from orchestrator.serving import DrainingServer, uvicorn_config
+    from orchestrator.serving import DrainingServer, server_config
 
     overrides = {k: v for k, v in {"host": host, "port": port, "agents_dir": agents,
                                    "database_url": database_url}.items() if v is not None}
@@ -56,17 +56,9 @@ def serve(
     shown = "(set by ORCHESTRATOR_ADMIN_TOKEN, not shown)" if configured else token
     console.print(f"  admin token: [yellow]{shown}[/]")
     application = create_app(settings)
-    config = uvicorn_config(application, settings, host=settings.host, port=settings.port,
-                            loop=_loop(), log_level="info")
+    config = server_config(application, settings, host=settings.host, port=settings.port,
+                           log_level="info")
     DrainingServer(config, application).run()  # SIGTERM: sessions drain first
-
-
-def _loop() -> str:
-    try:
-        import uvloop  # noqa: F401  # pyright: ignore[reportUnusedImport]
-    except ImportError:
-        return "asyncio"
-    return "uvloop"
 
 
 def _safe_url(url: str) -> str:

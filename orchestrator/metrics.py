@@ -2,15 +2,16 @@
 outcome, tool and first-output latency histograms, recorder queue depth.
 
 Each app has its own `CollectorRegistry` (no import-time globals). The relay path pays one
-counter increment per frame on a pre-resolved child, in an ASGI wrapper around the realtime
-socket, so the relay code itself is untouched. Tool calls and first-output latencies are
+integer addition per frame (`FrameTally`, summed by the gateway's socket and read at scrape
+time): no lock, no label lookup, no extra ASGI layer per frame. Tool calls and first-output
+latencies are
 observed as the session hands their records to the recorder (`MeteredRecorder`), once per call
 or response, never per frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -22,14 +23,30 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchestrator.realtime.gateway import FrameTally
 from orchestrator.store.recorder import SqlRecorder
 from orchestrator.store.records import Record, ResponseRecorded, ToolCallRecorded
 
-REALTIME_PATH = "/v1/realtime"
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _FrameCollector(Collector):
+    """`orchestrator_events_relayed_total`, read from the tally at scrape time."""
+
+    def __init__(self, tally: FrameTally) -> None:
+        self.tally = tally
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "orchestrator_events_relayed", "WebSocket frames on the realtime endpoint.",
+            labels=["direction"])
+        family.add_metric(["from_client"], self.tally.from_client)
+        family.add_metric(["to_client"], self.tally.to_client)
+        yield family
 
 
 class Metrics:
@@ -43,12 +60,8 @@ class Metrics:
         self.recorder_queue = Gauge(
             "orchestrator_recorder_queue_depth", "Records waiting to be written.",
             registry=self.registry)
-        relayed = Counter(
-            "orchestrator_events_relayed", "WebSocket frames on the realtime endpoint.",
-            ["direction"], registry=self.registry)
-        # Children resolved once: the relay path never looks labels up.
-        self.from_client = relayed.labels("from_client")
-        self.to_client = relayed.labels("to_client")
+        self.frames = FrameTally()
+        self.registry.register(_FrameCollector(self.frames))
         self.tool_calls = Counter(
             "orchestrator_tool_calls", "Server-run tool calls (MCP tools and handoffs).",
             ["server", "tool", "outcome"], registry=self.registry)
@@ -90,34 +103,6 @@ class MeteredRecorder(SqlRecorder):
         """Observe, then enqueue as usual."""
         self._metrics.observe(row)
         super().record(row)
-
-
-class RelayCounter:
-    """ASGI middleware: counts frames in and out of realtime WebSockets."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Wrap `receive`/`send` of realtime sockets; pass everything else through."""
-        if scope["type"] != "websocket" or scope["path"] != REALTIME_PATH:
-            await self.app(scope, receive, send)
-            return
-        inbound, outbound = self.metrics.from_client.inc, self.metrics.to_client.inc
-
-        async def counted_receive() -> Message:
-            message = await receive()
-            if message["type"] == "websocket.receive":
-                inbound()
-            return message
-
-        async def counted_send(message: Message) -> None:
-            if message["type"] == "websocket.send":
-                outbound()
-            await send(message)
-
-        await self.app(scope, counted_receive, counted_send)
 
 
 router = APIRouter()

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from orchestrator.app import create_app
 from orchestrator.config import Settings
 from orchestrator.services import Services
-from orchestrator.serving import DrainingServer, uvicorn_config
+from orchestrator.serving import DrainingServer, server_config
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token"
@@ -47,7 +47,7 @@ class RunningServer:
 @asynccontextmanager
 async def serve(database_url: str, tmp_path: Path, *, agents_dir: Path | None = None,
                 **overrides: object) -> AsyncIterator[RunningServer]:
-    """Serve the app as `orchestrator serve` does (`uvicorn_config`: the same transport and
+    """Serve the app as `orchestrator serve` does (`server_config`: the same transport and
     frame limit)."""
     settings = Settings(
         agents_dir=agents_dir or REPO / "agents", database_url=database_url,
@@ -62,7 +62,7 @@ async def serve(database_url: str, tmp_path: Path, *, agents_dir: Path | None = 
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
-    config = uvicorn_config(app, settings, lifespan="on", log_level="warning")
+    config = server_config(app, settings, lifespan="on", log_level="warning")
     server = DrainingServer(config, app)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

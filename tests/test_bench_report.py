@@ -81,3 +81,19 @@ def test_targets_and_markdown_show_every_figure() -> None:
 def test_capacity_ignores_a_noisy_level_followed_by_good_ones() -> None:
     rows = level(25, 30.0) + level(50, 2.0) + level(75, 20.0) + level(100, 40.0)
     assert report.capacity(rows, "relay") == {"n": 75, "bounded": True}
+
+
+def test_stats_target_is_the_slowest_endpoint_not_the_seeding_time() -> None:
+    stats: dict[str, Any] = {
+        "measured": True, "tool_calls": 1_000_000, "backend": "sqlite+aiosqlite",
+        "seed_s": 43.7, "requests": 7,
+        "endpoints": {
+            "stats_tools_all": {"cold_ms": 490.6, "median_ms": 460.2, "worst_ms": 473.3},
+            "stats_agents_all": {"cold_ms": 906.1, "median_ms": 902.8, "worst_ms": 927.1},
+            "conversations_q": {"cold_ms": 1204.9, "median_ms": 203.6, "worst_ms": 209.0},
+        },
+    }
+    assert report._stats_worst(stats) == (1.205, "conversations_q")  # pyright: ignore[reportPrivateUsage]
+    del stats["endpoints"]["conversations_q"]
+    assert report._stats_worst(stats) == (0.927, "stats_agents_all")  # pyright: ignore[reportPrivateUsage]
+    assert report._stats_worst({"measured": True, "seed_s": 43.7}) is None  # pyright: ignore[reportPrivateUsage]

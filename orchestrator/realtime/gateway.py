@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from fastapi import APIRouter, WebSocket
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketState
 
 from orchestrator.errors import UpstreamError
 from orchestrator.keys import authenticate
@@ -23,7 +27,9 @@ from orchestrator.upstream.factory import open_upstream
 log = logging.getLogger(__name__)
 router = APIRouter()
 
+REALTIME_PATH = "/v1/realtime"
 _SUBPROTOCOL_KEY = "openai-insecure-api-key."
+_SCOPE_KEY = "orchestrator.realtime_io"
 _SERVICE_RESTART = 1012
 
 
@@ -38,35 +44,108 @@ def bearer_key(headers: Any, subprotocols: Iterable[str]) -> str | None:
     return None
 
 
+@dataclass(slots=True)
+class FrameTally:
+    """Frames relayed on realtime sockets, by direction: plain counters (one event loop),
+    read by /metrics at scrape time."""
+
+    from_client: int = 0
+    to_client: int = 0
+
+
+class RealtimeIO:
+    """ASGI middleware: hands each realtime WebSocket the server's own `receive`/`send` and
+    the app's frame tally (in its scope), so that per-frame traffic skips the wrappers that
+    Starlette and any middleware add; the handshake and the close still go through them."""
+
+    def __init__(self, app: ASGIApp, tally: FrameTally) -> None:
+        self.app = app
+        self.tally = tally
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass everything through; realtime sockets get `_SCOPE_KEY`."""
+        if scope["type"] == "websocket" and scope["path"] == REALTIME_PATH:
+            scope[_SCOPE_KEY] = (receive, send, self.tally)
+        await self.app(scope, receive, send)
+
+
 class _Client:
-    """The session's view of the client socket."""
+    """The session's view of the client socket: frames through the server's own ASGI
+    callables when `RealtimeIO` provided them (else Starlette's), counted in the tally.
+
+    A client that stops reading blocks a send once its socket is full; that ends the session
+    (`client_too_slow`, admission.py closes it with 1008). A watchdog ticking a few times per
+    `send_timeout_s` finds such a send, rather than a timer per frame (asyncio.timeout costs
+    ~8 us a send, more than the rest of the send path)."""
 
     def __init__(self, websocket: WebSocket, send_timeout_s: float) -> None:
         self.websocket = websocket
         self.close_code: int | None = None
         self.send_timeout_s = send_timeout_s
+        raw = websocket.scope.get(_SCOPE_KEY)
+        if raw is not None:
+            self._receive, self._send, self._tally = cast(tuple[Receive, Send, FrameTally], raw)
+        else:
+            self._receive, self._send, self._tally = websocket.receive, websocket.send, \
+                FrameTally()
+        self._sending: dict[asyncio.Task[Any] | None, float] = {}  # task -> send started
+        self._expired: set[asyncio.Task[Any] | None] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._tick_s = min(max(send_timeout_s / 4, 0.05), 1.0)
+        self._closed = False
 
     def end_reason(self) -> str:
         # uvicorn closes live WebSockets with 1012 (service restart) when the server stops.
         return "shutdown" if self.close_code == _SERVICE_RESTART else "client_closed"
 
     async def send(self, frame: str) -> None:
+        task = asyncio.current_task()
+        self._sending[task] = time.monotonic()
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(self._tick_s, self._watch)
         try:
-            # A client that stops reading blocks this send once its socket is full: end the
-            # session rather than hold its frames (admission.py closes it with 1008).
-            async with asyncio.timeout(self.send_timeout_s):
-                await self.websocket.send_text(frame)
-        except TimeoutError as exc:
-            raise SessionEnd("failed", "client_too_slow") from exc
+            await self._send({"type": "websocket.send", "text": frame})
+        except asyncio.CancelledError:
+            if task is None or task not in self._expired:
+                raise
+            self._expired.discard(task)
+            task.uncancel()
+            raise SessionEnd("failed", "client_too_slow") from None
         except Exception as exc:  # the client went away; the session ends
             raise SessionEnd("completed", "client_closed") from exc
+        finally:
+            del self._sending[task]
+        self._tally.to_client += 1
+
+    def _watch(self) -> None:
+        """Cancel sends blocked past the bound; re-arm while the socket is open."""
+        self._watchdog = None
+        if self._closed:
+            return
+        limit = time.monotonic() - self.send_timeout_s
+        for task, started in list(self._sending.items()):
+            if started <= limit and task is not None and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+        self._watchdog = asyncio.get_running_loop().call_later(self._tick_s, self._watch)
+
+    def close(self) -> None:
+        """Stop the watchdog (the session is over)."""
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     async def frames(self) -> AsyncIterator[str | bytes]:
+        receive, tally = self._receive, self._tally
         while True:
-            message = await self.websocket.receive()
+            message = await receive()
             if message["type"] == "websocket.disconnect":
-                self.close_code = message.get("code")
+                self.close_code = message.get("code", 1000)
+                # What Starlette's receive records; close_session reads it.
+                self.websocket.client_state = WebSocketState.DISCONNECTED
                 return
+            tally.from_client += 1
             text = message.get("text")
             if text is not None:
                 yield text
@@ -76,7 +155,7 @@ class _Client:
                     yield data
 
 
-@router.websocket("/v1/realtime")
+@router.websocket(REALTIME_PATH)
 async def realtime(websocket: WebSocket) -> None:
     """One realtime conversation with the agent named by `model=` (or `agent=`)."""
     services: Services = websocket.app.state.services
@@ -151,6 +230,7 @@ async def _serve(websocket: WebSocket, services: Services) -> str | None:
     try:
         await session.run(client.frames())
     finally:
+        client.close()
         services.live_sessions.discard(session)
     return session.end_reason
 

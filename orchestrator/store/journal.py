@@ -18,28 +18,16 @@ import json
 import logging
 import os
 import typing
-from dataclasses import asdict, fields
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.store.records import (
-    ConversationEnded,
-    ConversationStarted,
-    HandoffRecorded,
-    ItemRecorded,
-    Record,
-    ResponseRecorded,
-    ToolCallRecorded,
-)
+from orchestrator.store.records import RECORD_TYPES, Record, fields_of
 
 logger = logging.getLogger(__name__)
 
-_KINDS: dict[str, type[Record]] = {
-    cls.__name__: cls
-    for cls in (ConversationStarted, ConversationEnded, ItemRecorded, ToolCallRecorded,
-                ResponseRecorded, HandoffRecorded)
-}
+_KINDS: dict[str, type[Record]] = {cls.__name__: cls for cls in RECORD_TYPES}
 # Per kind, the fields stored as ISO 8601 text.
 _DATETIMES: dict[str, frozenset[str]] = {
     name: frozenset(f.name for f in fields(cls)
@@ -51,7 +39,7 @@ _DATETIMES: dict[str, frozenset[str]] = {
 def encode(row: Record) -> str:
     """One record as one JSON line (without the newline)."""
     kind = type(row).__name__
-    data: dict[str, Any] = asdict(row)
+    data = fields_of(row)
     for name in _DATETIMES[kind]:
         data[name] = data[name].isoformat()
     return json.dumps({"kind": kind, **data}, separators=(",", ":"), ensure_ascii=False)

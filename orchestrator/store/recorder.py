@@ -40,6 +40,7 @@ from orchestrator.store.records import (
     Record,
     ResponseRecorded,
     ToolCallRecorded,
+    fields_of,
 )
 from orchestrator.store.tables import Base, Conversation, Handoff, Item, Response, ToolCall
 
@@ -77,13 +78,13 @@ def plan_batch(rows: Sequence[Record]) -> BatchPlan:
                 if row.current_agent is not None:
                     plan.current_agent[row.conversation_id] = row.current_agent
             case ItemRecorded():
-                plan.items.append(_item_params(row))
+                plan.items.append(fields_of(row))  # the columns are the record's fields
             case ToolCallRecorded():
-                plan.tool_calls.append(_tool_call_params(row))
+                plan.tool_calls.append(fields_of(row))
             case ResponseRecorded():
                 plan.responses.append(_response_params(row))
             case HandoffRecorded():
-                plan.handoffs.append(_handoff_params(row))
+                plan.handoffs.append(fields_of(row))
                 plan.current_agent[row.conversation_id] = row.to_agent
             case _:
                 assert_never(row)
@@ -104,25 +105,6 @@ def _ended_params(row: ConversationEnded) -> Params:
     return {
         "b_id": row.conversation_id, "b_status": row.status, "b_ended_at": row.ended_at,
         "b_end_reason": row.end_reason,
-    }
-
-
-def _item_params(row: ItemRecorded) -> Params:
-    return {
-        "conversation_id": row.conversation_id, "seq": row.seq, "item_id": row.item_id,
-        "type": row.type, "role": row.role, "agent": row.agent, "text": row.text,
-        "status": row.status, "call_id": row.call_id, "name": row.name,
-        "created_at": row.created_at,
-    }
-
-
-def _tool_call_params(row: ToolCallRecorded) -> Params:
-    return {
-        "conversation_id": row.conversation_id, "call_id": row.call_id, "agent": row.agent,
-        "server": row.server, "tool": row.tool, "arguments": row.arguments,
-        "output": row.output, "error": row.error, "status": row.status,
-        "started_at": row.started_at, "finished_at": row.finished_at,
-        "duration_ms": row.duration_ms,
     }
 
 
@@ -156,13 +138,6 @@ def _modality_params(usage: dict[str, Any]) -> Params:
 def _tokens(usage: dict[str, Any], key: str) -> int:
     value = usage.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _handoff_params(row: HandoffRecorded) -> Params:
-    return {
-        "conversation_id": row.conversation_id, "from_agent": row.from_agent,
-        "to_agent": row.to_agent, "call_id": row.call_id, "reason": row.reason, "at": row.at,
-    }
 
 
 def _count(model: type[Item | ToolCall | Handoff | Response], *where: ColumnElement[bool]) -> Any:

@@ -5,8 +5,9 @@ The session never awaits the recorder: `Recorder.record()` only enqueues.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Protocol
 
 
@@ -87,6 +88,22 @@ Record = (
     ConversationStarted | ConversationEnded | ItemRecorded | ToolCallRecorded
     | ResponseRecorded | HandoffRecorded
 )
+
+
+RECORD_TYPES: tuple[type[Record], ...] = (
+    ConversationStarted, ConversationEnded, ItemRecorded, ToolCallRecorded, ResponseRecorded,
+    HandoffRecorded,
+)
+# Per record type: its field names, and one getter returning all their values at once.
+_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in RECORD_TYPES}
+_GETTERS = {cls: attrgetter(*names) for cls, names in _FIELDS.items()}
+
+
+def fields_of(row: Record) -> dict[str, Any]:
+    """A record's fields by name, values as they are (not copied): what the recorder binds
+    for a table whose columns are the record's fields, and what a journal line holds."""
+    cls = type(row)
+    return dict(zip(_FIELDS[cls], _GETTERS[cls](row), strict=True))
 
 
 class Recorder(Protocol):
