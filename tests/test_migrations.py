@@ -59,14 +59,14 @@ async def test_migrations_match_the_models(database_url: str) -> None:
     tables, drift, head = await _inspect(database_url)
     assert tables == TABLES | {"alembic_version"}
     assert drift == []
-    assert head == "0002"
+    assert head == "0003"
 
 
 async def test_upgrade_twice_is_a_no_op(migrated_url: str) -> None:
     await upgrade(migrated_url)
     tables, drift, head = await _inspect(migrated_url)
     assert TABLES <= tables
-    assert (drift, head) == ([], "0002")
+    assert (drift, head) == ([], "0003")
 
 
 async def test_downgrade_to_base_then_upgrade_again(migrated_url: str) -> None:
@@ -110,7 +110,7 @@ async def test_upgrade_from_inside_an_app_startup(database_url: str) -> None:
 def test_cli_db_upgrade(database_url: str) -> None:
     result = CliRunner().invoke(cli, ["db", "upgrade", "--database-url", database_url])
     assert result.exit_code == 0, result.output
-    assert "0002" in result.output
+    assert "0003" in result.output
     tables, drift, head = asyncio.run(_inspect(database_url))
     assert TABLES <= tables
-    assert (drift, head) == ([], "0002")
+    assert (drift, head) == ([], "0003")

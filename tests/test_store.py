@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -108,6 +108,25 @@ async def test_replayed_batch_does_not_duplicate(
         conversation = await session.get(Conversation, "conv_r")
     assert conversation is not None
     assert (conversation.item_count, conversation.total_tokens) == (3, 42)
+
+
+async def test_search_indexes_each_item_once_even_when_a_batch_is_replayed(
+    engine: AsyncEngine, sessionmaker: Sessions
+) -> None:
+    # The recorder indexes item text per batch (migration 0003), not by trigger.
+    insert = insert_ignoring_duplicates(engine.dialect.name)
+    for plan in (plan_batch(conversation_records("conv_a", user_text="Tokyo at noon")),
+                 plan_batch(conversation_records("conv_b", user_text="Osaka at dusk"))):
+        for _ in range(2):  # a retry after a commit whose acknowledgement was lost
+            async with engine.begin() as connection:
+                await write_plan(connection, plan, insert)
+    assert await _ids(sessionmaker, q="noon") == ["conv_a"]
+    assert await _ids(sessionmaker, q="osaka dusk") == ["conv_b"]
+    assert await _ids(sessionmaker, q="six pm") == ["conv_b", "conv_a"]
+    if engine.dialect.name == "sqlite":
+        async with engine.begin() as connection:  # raises if the index and the rows differ
+            await connection.execute(text(
+                "INSERT INTO items_fts(items_fts, rank) VALUES ('integrity-check', 1)"))
 
 
 async def test_recording_the_same_rows_twice_stores_them_once(

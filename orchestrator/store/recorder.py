@@ -212,8 +212,16 @@ async def write_plan(
         (Response, plan.responses), (Handoff, plan.handoffs),
     )
     for model, params in inserts:
-        if params:
+        if not params:
+            continue
+        if model is Item and connection.dialect.name == "sqlite":
+            # Search indexing in one statement per batch (migration 0003): the rows this
+            # insert added are those past the largest id before it (a replayed row adds none).
+            before = await connection.scalar(_LAST_ITEM_ID)
             await connection.execute(insert(model), params)
+            await connection.execute(_INDEX_ITEM_TEXT, {"after": before})
+            continue
+        await connection.execute(insert(model), params)
     if plan.current_agent:
         agents = [{"b_id": cid, "b_agent": name} for cid, name in plan.current_agent.items()]
         await connection.execute(_CURRENT_AGENT, agents)
@@ -221,6 +229,13 @@ async def write_plan(
         await connection.execute(_END, plan.ended)
     if plan.touched:
         await connection.execute(_recount(plan.touched))
+
+
+_LAST_ITEM_ID = select(func.coalesce(func.max(Item.id), 0))
+_INDEX_ITEM_TEXT = text(
+    "INSERT INTO items_fts(rowid, text) SELECT id, text FROM items "
+    "WHERE id > :after AND text IS NOT NULL"
+)
 
 
 def is_permanent(exc: BaseException) -> bool:
