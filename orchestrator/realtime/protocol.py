@@ -47,6 +47,18 @@ _APPEND_TAIL = re.compile(
     rf'"\s*(?:,\s*{_EVENT_ID_MEMBER})?(?:,\s*{_APPEND_TYPE_MEMBER})?'
     rf'(?:,\s*{_EVENT_ID_MEMBER})?\}}\s*', re.ASCII)
 
+# `{type, audio}` in either order, compact or as `json.dumps` spaces it (the `openai` SDK sends
+# dicts so), and as its models' `to_json` indents them: literal prefix and
+# suffix tests, then the audio string must run from one to the other (no quote, no backslash).
+_APPEND_EXACT = tuple(
+    (start.format(sep=sep, colon=colon), finish.format(sep=sep, colon=colon))
+    for sep, colon in ((", ", ": "), (",", ":"))
+    for start, finish in (
+        ('{{"type"{colon}"input_audio_buffer.append"{sep}"audio"{colon}"', '"}}'),
+        ('{{"audio"{colon}"', '"{sep}"type"{colon}"input_audio_buffer.append"}}'),
+    )
+) + (('{\n  "audio": "', '",\n  "type": "input_audio_buffer.append"\n}'),)  # SDK models' to_json
+
 CLIENT_EVENT_TYPES = frozenset({
     "session.update",
     "input_audio_buffer.append",
@@ -99,6 +111,11 @@ def is_plain_audio_append(frame: str) -> bool:
     hide in it, escaped or not. Two short regex matches and two memchr scans, whatever the
     audio's size; anything else is parsed and re-encoded.
     """
+    for start, finish in _APPEND_EXACT:  # the shapes clients send, without a regex
+        if frame.startswith(start) and frame.endswith(finish):
+            end = len(frame) - len(finish)
+            if frame.find('"', len(start)) == end and frame.find("\\", len(start), end) == -1:
+                return True
     head = _APPEND_HEAD.match(frame)
     if head is None:
         return False
