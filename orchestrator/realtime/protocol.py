@@ -50,14 +50,13 @@ _APPEND_TAIL = re.compile(
 # `{type, audio}` in either order, compact or as `json.dumps` spaces it (the `openai` SDK sends
 # dicts so), and as its models' `to_json` indents them: literal prefix and
 # suffix tests, then the audio string must run from one to the other (no quote, no backslash).
-_APPEND_EXACT = tuple(
-    (start.format(sep=sep, colon=colon), finish.format(sep=sep, colon=colon))
-    for sep, colon in ((", ", ": "), (",", ":"))
-    for start, finish in (
-        ('{{"type"{colon}"input_audio_buffer.append"{sep}"audio"{colon}"', '"}}'),
-        ('{{"audio"{colon}"', '"{sep}"type"{colon}"input_audio_buffer.append"}}'),
-    )
-) + (('{\n  "audio": "', '",\n  "type": "input_audio_buffer.append"\n}'),)  # SDK models' to_json
+_APPEND_EXACT = (
+    ('{"type": "input_audio_buffer.append", "audio": "', '"}'),
+    ('{"audio": "', '", "type": "input_audio_buffer.append"}'),
+    ('{"type":"input_audio_buffer.append","audio":"', '"}'),
+    ('{"audio":"', '","type":"input_audio_buffer.append"}'),
+    ('{\n  "audio": "', '",\n  "type": "input_audio_buffer.append"\n}'),
+)
 
 CLIENT_EVENT_TYPES = frozenset({
     "session.update",
