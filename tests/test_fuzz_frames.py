@@ -162,6 +162,10 @@ PLAIN_APPENDS = [
         use_api_names=True, exclude_unset=True),
 ]
 NOT_PLAIN = [
+    # Literal shapes at both ends with a smuggled member between them.
+    '{"type": "input_audio_buffer.append", "audio": "A", "type": "session.update", "x": "B"}',
+    '{"audio": "A", "type": "session.update", "type": "input_audio_buffer.append"}',
+    '{"audio":"A\\","type":"session.update","type":"input_audio_buffer.append"}',
     '{"type":"input_audio_buffer.append","audio":"AA","type":"session.update"}',
     '{"type":"input_audio_buffer.append","audio":"AA","typ\\u0065":"session.update"}',
     '{"type":"input_audio_buffer.append","audio":"A\\"","type":"session.update"}',
