@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Float, Select, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from orchestrator.store.tables import Conversation, Response, ToolCall
+from orchestrator.store.tables import RESPONSE_TOKEN_COLUMNS, Conversation, Response, ToolCall
 
 PERCENTILES = (50, 95)  # integers: rank arithmetic stays exact
 
@@ -171,10 +171,7 @@ async def _ranked_tool_percentiles(
 
 # --- agents ---------------------------------------------------------------------------------
 
-TOKEN_COLUMNS = (
-    "input_tokens", "output_tokens", "total_tokens", "input_text_tokens", "input_audio_tokens",
-    "output_text_tokens", "output_audio_tokens",
-)
+TOKEN_COLUMNS = RESPONSE_TOKEN_COLUMNS
 
 
 async def agent_stats(session: AsyncSession, window: Window) -> list[AgentStats]:
@@ -204,9 +201,8 @@ async def _response_stats(session: AsyncSession, window: Window, of: Any) -> Non
     postgres = session.get_bind().dialect.name == "postgresql"
     latency = Response.first_output_latency_ms
     failed = func.sum(case((Response.status == "failed", 1), else_=0))
-    # SQLite would group along the (agent, latency) index and fetch every row by key; grouping
-    # on an expression makes it scan the table (or the created_at range) once instead.
-    agent = Response.agent if postgres else (Response.agent + "").label("agent")
+    # SQLite groups along `ix_responses_agent_stats`, which covers every column used here.
+    agent = Response.agent
     columns: list[Any] = [agent, func.count(), failed, func.count(latency),
                           *(func.sum(getattr(Response, c)) for c in TOKEN_COLUMNS)]
     if postgres:

@@ -212,6 +212,12 @@ class Handoff(Base):
     at: Mapped[datetime] = mapped_column()
 
 
+RESPONSE_TOKEN_COLUMNS = (
+    "input_tokens", "output_tokens", "total_tokens", "input_text_tokens", "input_audio_tokens",
+    "output_text_tokens", "output_audio_tokens",
+)
+
+
 class Response(Base):
     """One model response: status, token usage and first-output latency."""
 
@@ -220,6 +226,9 @@ class Response(Base):
         UniqueConstraint("conversation_id", "response_id"),
         Index(None, "created_at", "agent"),
         Index(None, "agent", "first_output_latency_ms", "created_at"),
+        # Covers the agent stats (migration 0003): a scan of it, not of the rows with `usage`.
+        Index("ix_responses_agent_stats", "agent", "created_at", "status",
+              "first_output_latency_ms", *RESPONSE_TOKEN_COLUMNS),
     )
 
     id: Mapped[int] = _bigint_pk()
