@@ -73,7 +73,7 @@ async def fresh(tmp: Path, name: str, url: str | None) -> tuple[Any, SqlRecorder
     db = url or f"sqlite+aiosqlite:///{tmp / name}"
     await upgrade(db)
     engine = create_engine(db)
-    recorder = SqlRecorder(engine)  # the service's defaults: batch 500, 0.2 s
+    recorder = SqlRecorder(engine)  # the service's defaults: batch 1000, 0.2 s
     await recorder.start()
     return engine, recorder
 

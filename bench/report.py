@@ -198,7 +198,7 @@ def markdown(results: dict[str, Any]) -> str:
         q = t[key]
         lines.append(f"| {label} | {_fmt(q['p50'])} | {_fmt(q['p99'])} | {_fmt(q['p99.9'])} |")
     rec = results["recorder"]
-    lines += ["", "### Recorder (SQLite, batch 500)", "",
+    lines += ["", "### Recorder (SQLite, batch 1000)", "",
               "| run | rows | seconds | rows/s | share in plan_batch |", "|---|---|---|---|---|"]
     for i, run in enumerate(rec["throughput"], 1):
         lines.append(f"| {i} | {run['rows']} | {run['seconds']} | {run['rows_per_s']} | "

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     auth_failure_window_s: float = 60.0
     auth_throttle_max_addresses: int = 10_000
     # Recorder: rows are written in batches of at most this many, at least this often.
-    recorder_batch_size: int = 500
+    recorder_batch_size: int = 1000
     recorder_flush_interval_s: float = 0.2
     # During a database outage: rows kept in memory before the oldest spill to the journal
     # file (default `var_dir/recorder-journal.jsonl`), and how long a stop waits to write them.

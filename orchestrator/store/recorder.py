@@ -214,14 +214,9 @@ async def write_plan(
     for model, params in inserts:
         if not params:
             continue
-        if model is Item and connection.dialect.name == "sqlite":
-            # Search indexing in one statement per batch (migration 0003): the rows this
-            # insert added are those past the largest id before it (a replayed row adds none).
-            before = await connection.scalar(_LAST_ITEM_ID)
-            await connection.execute(insert(model), params)
-            await connection.execute(_INDEX_ITEM_TEXT, {"after": before})
-            continue
         await connection.execute(insert(model), params)
+        if model is Item and connection.dialect.name == "sqlite":
+            await connection.execute(_INDEX_ITEM_TEXT)
     if plan.current_agent:
         agents = [{"b_id": cid, "b_agent": name} for cid, name in plan.current_agent.items()]
         await connection.execute(_CURRENT_AGENT, agents)
@@ -231,10 +226,13 @@ async def write_plan(
         await connection.execute(_recount(plan.touched))
 
 
-_LAST_ITEM_ID = select(func.coalesce(func.max(Item.id), 0))
+# Search indexing, one statement per batch (migration 0003): the items past the largest id the
+# index holds (`items_fts_docsize` has a row per indexed item) are this batch's. Ids only grow,
+# an indexed item leaves the index only when its text is erased, and a replayed batch inserts
+# no item, so nothing is indexed twice.
 _INDEX_ITEM_TEXT = text(
     "INSERT INTO items_fts(rowid, text) SELECT id, text FROM items "
-    "WHERE id > :after AND text IS NOT NULL"
+    "WHERE id > (SELECT coalesce(max(id), 0) FROM items_fts_docsize) AND text IS NOT NULL"
 )
 
 
@@ -258,7 +256,7 @@ class SqlRecorder:
         self,
         engine: AsyncEngine,
         *,
-        batch_size: int = 500,
+        batch_size: int = 1000,
         flush_interval_s: float = 0.2,
         close_grace_s: float = 10.0,
         retry_initial_s: float = 0.1,
