@@ -212,11 +212,10 @@ async def write_plan(
         (Response, plan.responses), (Handoff, plan.handoffs),
     )
     for model, params in inserts:
-        if not params:
-            continue
-        await connection.execute(insert(model), params)
-        if model is Item and connection.dialect.name == "sqlite":
-            await connection.execute(_INDEX_ITEM_TEXT)
+        if params:
+            await connection.execute(insert(model), params)
+    if plan.items and connection.dialect.name == "sqlite":
+        await connection.execute(_INDEX_ITEM_TEXT)
     if plan.current_agent:
         agents = [{"b_id": cid, "b_agent": name} for cid, name in plan.current_agent.items()]
         await connection.execute(_CURRENT_AGENT, agents)

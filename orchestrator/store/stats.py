@@ -19,7 +19,8 @@ from sqlalchemy import ColumnElement, Float, Select, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from orchestrator.store.tables import RESPONSE_TOKEN_COLUMNS, Conversation, Response, ToolCall
+from orchestrator.store.tables import RESPONSE_TOKEN_COLUMNS as TOKEN_COLUMNS
+from orchestrator.store.tables import Conversation, Response, ToolCall
 
 PERCENTILES = (50, 95)  # integers: rank arithmetic stays exact
 
@@ -170,8 +171,6 @@ async def _ranked_tool_percentiles(
 
 
 # --- agents ---------------------------------------------------------------------------------
-
-TOKEN_COLUMNS = RESPONSE_TOKEN_COLUMNS
 
 
 async def agent_stats(session: AsyncSession, window: Window) -> list[AgentStats]:
