@@ -24,7 +24,7 @@ from orchestrator.realtime.seeding import seed
 from orchestrator.tools.convert import error_result
 from orchestrator.tools.router import HandoffBinding, build_toolset
 from orchestrator.tools.types import ToolResult
-from orchestrator.upstream.base import Upstream
+from orchestrator.upstream.base import Upstream, follow_script
 from orchestrator.upstream.factory import open_configured
 
 if TYPE_CHECKING:
@@ -95,9 +95,7 @@ class Handoffs:
         voice = voice_update(target.spec)
         if voice is not None:
             await session.send_session_update("voice", voice)
-        use_script = getattr(session.upstream, "use_script", None)
-        if callable(use_script):
-            use_script(target.spec.script or [])
+        follow_script(session.upstream, target.spec.script)
 
     async def _move(self, call: ServerCall, target: LoadedAgent) -> bool:
         """Seed the target's own upstream with the conversation and switch the session over;

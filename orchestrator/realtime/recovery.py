@@ -23,7 +23,7 @@ from orchestrator.realtime import protocol
 from orchestrator.realtime.policy import agent_session
 from orchestrator.realtime.protocol import JsonObject
 from orchestrator.realtime.seeding import seed
-from orchestrator.upstream.base import Upstream, UpstreamClosed
+from orchestrator.upstream.base import Upstream, UpstreamClosed, follow_script
 from orchestrator.upstream.factory import open_configured
 
 if TYPE_CHECKING:
@@ -126,9 +126,7 @@ async def _open_seeded(session: RealtimeSession) -> Upstream:
     except BaseException:
         await upstream.aclose()
         raise
-    use_script = getattr(upstream, "use_script", None)
-    if callable(use_script):  # the in-process scripted model follows the current agent
-        use_script(session.agent.spec.script or [])
+    follow_script(upstream, session.agent.spec.script)
     return upstream
 
 

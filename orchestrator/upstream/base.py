@@ -6,7 +6,8 @@ the session has one set of rules. `send` and `recv` carry JSON text frames uncha
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 
 class UpstreamClosed(Exception):
@@ -32,3 +33,11 @@ class Upstream(Protocol):
     async def aclose(self) -> None:
         """Close the connection; idempotent."""
         ...
+
+
+def follow_script(upstream: Upstream, script: Sequence[Any] | None) -> None:
+    """Point the in-process scripted model at an agent's script (after a handoff or a
+    reconnection); other upstreams learn of the agent through its `session.update`."""
+    use_script = getattr(upstream, "use_script", None)
+    if callable(use_script):
+        use_script(script or [])
